@@ -1,0 +1,3 @@
+from mlxjan.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Chat templates, and later tool-call parsing and constrained decoding."""

@@ -1,0 +1,104 @@
+"""Render chat messages with the model's own Jinja chat template, in a sandbox.
+
+Templates come from model files (GGUF `tokenizer.chat_template`), i.e. from the internet, so
+they run in Jinja's immutable sandbox with only the helpers Hugging Face templates expect.
+A model without a template gets FALLBACK_TEMPLATE: ChatML, as llama.cpp uses, and its
+end-of-turn marker becomes a stop string.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from mlxjan.engine.base import ChatMessage
+from mlxjan.errors import InvalidRequestError
+
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+FALLBACK_STOPS = ("<|im_end|>", "<|im_start|>")
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise jinja2.TemplateError(message)
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+@lru_cache(maxsize=16)
+def _compile(source: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env.from_string(source)
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    source: str | None
+    bos_token: str = ""
+    eos_token: str = ""
+
+    @property
+    def implicit_stops(self) -> tuple[str, ...]:
+        return FALLBACK_STOPS if self.source is None else ()
+
+    def render(self, messages: tuple[ChatMessage, ...],
+               tools: tuple[dict[str, object], ...] = ()) -> str:
+        try:
+            template = _compile(self.source or FALLBACK_TEMPLATE)
+            return template.render(
+                messages=[_message_dict(m) for m in messages],
+                tools=list(tools) or None,
+                add_generation_prompt=True,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except jinja2.TemplateError as exc:
+            # The model's template refused this conversation (e.g. roles must alternate).
+            raise InvalidRequestError(f"the model's chat template rejected the messages: {exc}",
+                                      param="messages") from exc
+
+
+def _message_dict(message: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name is not None:
+        out["name"] = message.name
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.name, "arguments": _arguments(call.arguments)}}
+            for call in message.tool_calls
+        ]
+    return out
+
+
+def _arguments(text: str) -> Any:
+    # Templates expect a mapping (they `tojson` it); keep the raw text if it is not JSON.
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text

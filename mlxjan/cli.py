@@ -1,0 +1,132 @@
+"""`mlxjan serve | pull | list | rm`: a thin command line over plain functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlxjan.errors import MlxjanError
+from mlxjan.models.store import ModelStore
+from mlxjan.settings import Settings
+
+log = logging.getLogger("mlxjan")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags: dict[str, Any] = {
+        key: value for key in ("host", "port", "api_key", "engine", "data_dir",
+                               "context_length", "threads", "log_level", "request_timeout")
+        if (value := getattr(args, key, None)) is not None
+    }
+    if getattr(args, "model", None):
+        flags["default_model"] = args.model
+    return Settings(**flags)
+
+
+def _add_store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="model store and state (env MLXJAN_HOME)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlxjan", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--model", help="default model id (fetched first if in the catalog)")
+    serve.add_argument("--engine", choices=["auto", "mlx", "llamacpp"])
+    serve.add_argument("--context-length", type=int)
+    serve.add_argument("--threads", type=int)
+    serve.add_argument("--api-key")
+    serve.add_argument("--request-timeout", type=float)
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _add_store_flags(serve)
+
+    pull = sub.add_parser("pull", help="install a catalog model or import a local .gguf")
+    pull.add_argument("source", help="catalog id, or path to a .gguf file")
+    pull.add_argument("--id", dest="model_id", help="model id for an imported file")
+    pull.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_store_flags(pull)
+
+    ls = sub.add_parser("list", help="list installed models")
+    _add_store_flags(ls)
+
+    rm = sub.add_parser("rm", help="remove an installed model")
+    rm.add_argument("model_id")
+    _add_store_flags(rm)
+    return parser
+
+
+def cmd_serve(settings: Settings) -> int:
+    import uvicorn
+
+    from mlxjan.models.fetch import ensure_model
+    from mlxjan.server.app import create_app
+
+    store = ModelStore(settings.data_dir)
+    if store.get(settings.default_model) is None:
+        log.info("default model %s is not installed; fetching it first", settings.default_model)
+    ensure_model(store, settings.default_model)
+    app = create_app(settings)
+    log.info("serving on http://%s:%d%s", settings.host, settings.port, settings.api_prefix)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_pull(settings: Settings, source: str, model_id: str | None, quiet: bool) -> int:
+    from mlxjan.models.fetch import pull
+
+    manifest = pull(ModelStore(settings.data_dir), source, model_id=model_id,
+                    progress=not quiet)
+    print(f"{manifest.id}: installed ({manifest.size / 1e6:.1f} MB, sha256 {manifest.sha256})")
+    return 0
+
+
+def cmd_list(settings: Settings) -> int:
+    models = ModelStore(settings.data_dir).list()
+    if not models:
+        print("no models installed; try `mlxjan pull qwen2.5-coder-0.5b-instruct`")
+        return 0
+    print(f"{'ID':40} {'FORMAT':6} {'SIZE':>10} {'CONTEXT':>8}")
+    for m in models:
+        print(f"{m.id:40} {m.format:6} {m.size / 1e6:>8.1f}MB {m.context_length or '-':>8}")
+    return 0
+
+
+def cmd_rm(settings: Settings, model_id: str) -> int:
+    if not ModelStore(settings.data_dir).remove(model_id):
+        print(f"{model_id}: not installed", file=sys.stderr)
+        return 1
+    print(f"{model_id}: removed")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        print(f"mlxjan: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return cmd_serve(settings)
+        if args.command == "pull":
+            return cmd_pull(settings, args.source, args.model_id, args.quiet)
+        if args.command == "list":
+            return cmd_list(settings)
+        return cmd_rm(settings, args.model_id)
+    except MlxjanError as exc:
+        print(f"mlxjan: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Inference engines. Protocol-free: they see GenerationRequest and emit typed events."""

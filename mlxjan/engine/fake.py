@@ -1,0 +1,83 @@
+"""A scripted engine for API tests: real event flow and stop rules, no model.
+
+A reply is produced by `script(request)` and split into one "token" per word (with its
+leading space), or per character when `char_tokens` is set, then runs through the same
+decode loop as the real engines, on its own engine thread.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+from mlxjan.engine.base import Event, GenerationRequest, Started
+from mlxjan.engine.generation import SampledToken, decode_loop
+from mlxjan.engine.worker import Emit, EngineThread
+from mlxjan.errors import ContextLengthExceededError
+
+Script = Callable[[GenerationRequest], str]
+
+
+def echo_last_user(request: GenerationRequest) -> str:
+    users = [m.content for m in request.messages if m.role == "user"]
+    return f"You said: {users[-1]}" if users else "Hello!"
+
+
+class FakeEngine:
+    def __init__(self, model_id: str, script: Script = echo_last_user, *,
+                 context_length: int = 4096, token_delay: float = 0.0,
+                 char_tokens: bool = False) -> None:
+        self.model_id = model_id
+        self.script = script
+        self.context_length = context_length
+        self.token_delay = token_delay
+        self.char_tokens = char_tokens
+        self.requests: list[GenerationRequest] = []
+        self._thread = EngineThread(f"fake-{model_id}")
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        self.requests.append(request)
+        async for event in self._thread.stream(lambda emit, cancelled:
+                                                self._generate(request, emit, cancelled)):
+            yield event
+
+    def _generate(self, request: GenerationRequest, emit: Emit,
+                  cancelled: threading.Event) -> None:
+        prompt_tokens = self._prompt_tokens(request)
+        if prompt_tokens >= self.context_length:
+            raise ContextLengthExceededError(prompt_tokens, self.context_length)
+        emit(Started(prompt_tokens))
+        room = self.context_length - prompt_tokens
+        limit = min(request.sampling.max_tokens or room, room)
+        decode_loop(self._tokens(request), request.sampling, prompt_tokens=prompt_tokens,
+                    cached_tokens=0, max_new_tokens=limit, emit=emit, cancelled=cancelled)
+
+    def _tokens(self, request: GenerationRequest) -> Iterator[SampledToken]:
+        reply = self.script(request)
+        pieces = list(reply) if self.char_tokens else re.findall(r"\s*\S+", reply)
+        for piece in pieces:
+            if self.token_delay:
+                time.sleep(self.token_delay)
+            yield SampledToken(piece.encode())
+        yield SampledToken(b"", end_of_generation=True)
+
+    def _prompt_tokens(self, request: GenerationRequest) -> int:
+        return sum(len(m.content.split()) + 3 for m in request.messages) + 1
+
+    async def count_tokens(self, request: GenerationRequest) -> int:
+        return self._prompt_tokens(request)
+
+    async def load(self) -> None:
+        return None
+
+    async def unload(self) -> None:
+        return None
+
+    def health(self) -> dict[str, object]:
+        return {"engine": "fake", "model": self.model_id, "loaded": True}
+
+    async def aclose(self) -> None:
+        self._thread.close()
+

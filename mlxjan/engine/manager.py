@@ -1,0 +1,84 @@
+"""Which engine serves which model id: created on first use, then resident.
+
+Serving code asks the manager for an engine by model id; the manager validates the id,
+looks it up in the store and builds the engine the settings choose. Tests hand it ready
+engines instead (e.g. FakeEngine), and then the store is not consulted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mlxjan.engine.base import Engine, ModelInfo
+from mlxjan.errors import EngineError, ModelNotFoundError
+from mlxjan.models.store import Manifest, ModelStore
+from mlxjan.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EngineManager:
+    def __init__(self, settings: Settings, store: ModelStore,
+                 engines: dict[str, Engine] | None = None) -> None:
+        self._settings = settings
+        self._store = store
+        self._fixed = engines is not None
+        self._engines: dict[str, Engine] = dict(engines or {})
+        self._lock = asyncio.Lock()
+
+    def list_models(self) -> list[ModelInfo]:
+        if self._fixed:
+            return [ModelInfo(id=model_id, created=0) for model_id in self._engines]
+        return [ModelInfo(id=m.id, created=m.created) for m in self._store.list()]
+
+    def get_model(self, model_id: str) -> ModelInfo:
+        for info in self.list_models():
+            if info.id == model_id:
+                return info
+        raise ModelNotFoundError(model_id)
+
+    async def get(self, model_id: str) -> Engine:
+        engine = self._engines.get(model_id)
+        if engine is not None:
+            return engine
+        if self._fixed:
+            raise ModelNotFoundError(model_id)
+        async with self._lock:
+            engine = self._engines.get(model_id)
+            if engine is None:
+                manifest = self._store.get(model_id)
+                if manifest is None:
+                    raise ModelNotFoundError(model_id)
+                engine = self._build(manifest)
+                self._engines[model_id] = engine
+        return engine
+
+    def _build(self, manifest: Manifest) -> Engine:
+        kind = self._settings.resolved_engine()
+        if kind == "mlx" or manifest.format != "gguf":
+            raise EngineError("the MLX engine is not available in this build yet; "
+                              "use --engine llamacpp with a GGUF model")
+        from mlxjan.engine.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(
+            manifest.id, self._store.weights_path(manifest),
+            chat_template=manifest.chat_template,
+            context_length=self.context_length_for(manifest),
+            threads=self._settings.threads,
+        )
+
+    def context_length_for(self, manifest: Manifest) -> int:
+        if self._settings.context_length is not None:
+            return self._settings.context_length
+        trained = manifest.context_length or 4096
+        return min(trained, self._settings.max_context_length)
+
+    def loaded(self) -> list[dict[str, object]]:
+        return [engine.health() for engine in self._engines.values()]
+
+    async def aclose(self) -> None:
+        for engine in self._engines.values():
+            await engine.aclose()
+        if not self._fixed:
+            self._engines.clear()

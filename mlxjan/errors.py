@@ -1,0 +1,124 @@
+"""Typed errors. Raised anywhere, rendered once at the edge in the caller's protocol.
+
+Each class carries its HTTP status and the codes each protocol uses for it, so rendering is
+a table lookup, never a guess from the message text.
+"""
+
+from __future__ import annotations
+
+
+class MlxjanError(Exception):
+    """Base of every error the server reports to a client."""
+
+    status: int = 500
+    openai_type: str = "server_error"
+    code: str | None = None
+    anthropic_type: str = "api_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequestError(MlxjanError):
+    status = 400
+    openai_type = "invalid_request_error"
+    code = "invalid_request"
+    anthropic_type = "invalid_request_error"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {context_length} tokens, "
+            f"but the prompt has {prompt_tokens} tokens. Shorten the messages.",
+            param="messages",
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
+class AuthenticationError(MlxjanError):
+    status = 401
+    openai_type = "invalid_request_error"
+    code = "invalid_api_key"
+    anthropic_type = "authentication_error"
+
+
+class ForbiddenError(MlxjanError):
+    status = 403
+    openai_type = "invalid_request_error"
+    code = "forbidden"
+    anthropic_type = "permission_error"
+
+
+class ModelNotFoundError(MlxjanError):
+    status = 404
+    openai_type = "invalid_request_error"
+    code = "model_not_found"
+    anthropic_type = "not_found_error"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist or is not installed. "
+            f"Install it with `mlxjan pull {model}`.",
+            param="model",
+        )
+        self.model = model
+
+
+class NotFoundError(MlxjanError):
+    status = 404
+    openai_type = "invalid_request_error"
+    code = "not_found"
+    anthropic_type = "not_found_error"
+
+
+class PayloadTooLargeError(MlxjanError):
+    status = 413
+    openai_type = "invalid_request_error"
+    code = "request_too_large"
+    anthropic_type = "request_too_large"
+
+
+class OverloadedError(MlxjanError):
+    status = 503
+    openai_type = "server_error"
+    code = "overloaded"
+    anthropic_type = "overloaded_error"
+
+
+class EngineError(MlxjanError):
+    """The inference engine failed (model failed to load, decode error)."""
+
+    status = 500
+    openai_type = "server_error"
+    code = "engine_error"
+    anthropic_type = "api_error"
+
+
+class ModelStoreError(MlxjanError):
+    """Fetching, verifying or installing a model failed (CLI side)."""
+
+    code = "model_store_error"
+
+
+class InvalidModelIdError(InvalidRequestError):
+    code = "invalid_model_id"
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(
+            f"'{model_id}' is not a valid model id: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit.",
+            param="model",
+        )
+
+
+class RequestTimeoutError(MlxjanError):
+    status = 408
+    openai_type = "server_error"
+    code = "request_timeout"
+    anthropic_type = "api_error"

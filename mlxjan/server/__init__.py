@@ -1,0 +1,1 @@
+"""HTTP only: the app factory, security, SSE framing and one package per protocol."""

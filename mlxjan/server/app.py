@@ -1,0 +1,54 @@
+"""The app factory. Nothing happens at import time; state lives on `app.state`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from mlxjan import __version__
+from mlxjan.engine.base import Engine
+from mlxjan.engine.manager import EngineManager
+from mlxjan.models.store import ModelStore
+from mlxjan.server.errors import install_error_handlers
+from mlxjan.server.openai.routes import router as openai_router
+from mlxjan.server.openai.serving import ChatServing
+from mlxjan.server.security import LOOPBACK_ORIGIN_REGEX, SecurityMiddleware
+from mlxjan.settings import Settings
+
+CLIENT_HEADERS = ["authorization", "x-api-key", "content-type", "anthropic-version",
+                  "anthropic-beta"]
+
+
+def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> FastAPI:
+    manager = EngineManager(settings, ModelStore(settings.data_dir), engines)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await manager.aclose()
+
+    app = FastAPI(title="mlxjan", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.manager = manager
+    app.state.chat_serving = ChatServing(manager, settings)
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["server"])
+    async def health() -> dict[str, object]:
+        return {"status": "ok", "version": __version__}
+
+    app.include_router(openai_router, prefix=settings.api_prefix)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_origin_regex=LOOPBACK_ORIGIN_REGEX,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=CLIENT_HEADERS,
+    )
+    app.add_middleware(SecurityMiddleware, settings=settings)
+    return app

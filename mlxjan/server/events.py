@@ -1,0 +1,72 @@
+"""Protocol-neutral handling of an engine's event stream, shared by every API.
+
+`open_stream` starts generation and waits for the engine's Started event, so errors found
+while preparing the prompt (unknown model, prompt too long) are raised before any HTTP
+response begins. The rest of the stream is consumed under the request deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+from mlxjan.engine.base import Engine, Event, Finished, GenerationRequest, Started, TextDelta
+from mlxjan.errors import EngineError, RequestTimeoutError
+
+
+@dataclass
+class OpenedStream:
+    started: Started
+    events: AsyncIterator[TextDelta | Finished]
+
+
+async def open_stream(engine: Engine, request: GenerationRequest,
+                      timeout: float) -> OpenedStream:
+    events = _with_deadline(engine.stream(request), timeout)
+    first = await anext(events, None)
+    if not isinstance(first, Started):
+        await events.aclose()
+        raise EngineError("the engine ended the stream before it started")
+    return OpenedStream(first, _after_start(events))
+
+
+async def drain(events: AsyncIterator[TextDelta | Finished]
+                ) -> tuple[list[TextDelta], Finished]:
+    """Collect a whole stream: the non-streaming responses use the same events."""
+    deltas: list[TextDelta] = []
+    async for event in events:
+        if isinstance(event, Finished):
+            return deltas, event
+        deltas.append(event)
+    raise EngineError("the engine ended the stream without finishing")
+
+
+async def _after_start(events: AsyncIterator[Event]) -> AsyncIterator[TextDelta | Finished]:
+    async for event in events:
+        if isinstance(event, Started):
+            raise EngineError("the engine started a stream twice")
+        yield event
+
+
+async def _with_deadline(events: AsyncIterator[Event], seconds: float
+                         ) -> AsyncGenerator[Event, None]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    iterator = aiter(events)
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                event = await asyncio.wait_for(anext(iterator), max(remaining, 0.0))
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise RequestTimeoutError(
+                    f"generation did not finish within the {seconds:g} s request timeout"
+                ) from None
+            yield event
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()

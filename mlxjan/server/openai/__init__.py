@@ -1,0 +1,1 @@
+"""The OpenAI-compatible API: schemas, pure converters, serving and thin routes."""

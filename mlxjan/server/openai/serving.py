@@ -1,0 +1,76 @@
+"""OpenAI chat completions: one generation path, streamed as SSE or drained into JSON."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.responses import Response
+
+from mlxjan.engine.base import Finished
+from mlxjan.engine.manager import EngineManager
+from mlxjan.errors import MlxjanError
+from mlxjan.server import sse
+from mlxjan.server.errors import sse_error_payload
+from mlxjan.server.events import OpenedStream, drain, open_stream
+from mlxjan.server.openai import convert
+from mlxjan.server.openai import schemas as s
+from mlxjan.settings import Settings
+
+log = logging.getLogger(__name__)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ChatServing:
+    def __init__(self, manager: EngineManager, settings: Settings) -> None:
+        self._manager = manager
+        self._settings = settings
+
+    async def create(self, body: s.ChatCompletionRequest) -> Response:
+        request = convert.to_generation_request(body)
+        engine = await self._manager.get(body.model)
+        opened = await open_stream(engine, request, self._settings.request_timeout)
+        ids = convert.CompletionIds(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()),
+                                    body.model)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                _sse_chunks(ids, opened, include_usage, body.logprobs),
+                media_type="text/event-stream", headers=SSE_HEADERS)
+        deltas, finished = await drain(opened.events)
+        result = convert.completion(ids, deltas, finished, body.logprobs)
+        return JSONResponse(result.model_dump(mode="json"))
+
+    def models(self) -> s.ModelList:
+        return s.ModelList(data=[_card(m.id, m.created, m.owned_by)
+                                 for m in self._manager.list_models()])
+
+    def model(self, model_id: str) -> s.ModelCard:
+        m = self._manager.get_model(model_id)
+        return _card(m.id, m.created, m.owned_by)
+
+
+def _card(model_id: str, created: int, owned_by: str) -> s.ModelCard:
+    return s.ModelCard(id=model_id, created=created, owned_by=owned_by)
+
+
+async def _sse_chunks(ids: convert.CompletionIds, opened: OpenedStream, include_usage: bool,
+                      with_logprobs: bool) -> AsyncIterator[str]:
+    yield sse.data(convert.role_chunk(ids))
+    try:
+        async for event in opened.events:
+            if isinstance(event, Finished):
+                yield sse.data(convert.finish_chunk(ids, event))
+                if include_usage:
+                    yield sse.data(convert.usage_chunk(ids, event.usage))
+            else:
+                yield sse.data(convert.delta_chunk(ids, event, with_logprobs))
+    except MlxjanError as err:
+        # The 200 has been sent: the error goes out in-band, then the stream ends.
+        log.warning("stream %s failed: %s", ids.id, err.message)
+        yield sse.data(sse_error_payload(err))
+        return
+    yield sse.DONE

@@ -1,0 +1,89 @@
+"""Request gatekeeping as plain ASGI middleware: Host allowlist, API key, body size cap.
+
+Plain ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched.
+"""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlxjan.errors import AuthenticationError, ForbiddenError, MlxjanError, PayloadTooLargeError
+from mlxjan.server.errors import error_response
+from mlxjan.settings import Settings
+
+PUBLIC_PATHS = frozenset({"/health"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+LOOPBACK_ORIGIN_REGEX = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str]:
+    extra = {h.lower() for h in settings.trusted_hosts}
+    if settings.host not in ("0.0.0.0", "::", ""):
+        extra.add(settings.host.lower())
+    return LOOPBACK_HOSTS | extra
+
+
+def host_name(header: str) -> str:
+    """The host part of a Host header, without port or IPv6 brackets."""
+    parsed = urlsplit(f"//{header}")
+    return (parsed.hostname or "").lower()
+
+
+class SecurityMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self._app = app
+        self._hosts = allowed_hosts(settings)
+        self._key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        self._max_body = settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
+        err = self._check(scope, headers)
+        if err is not None:
+            await error_response(err)(scope, receive, send)
+            return
+        await self._app(scope, self._capped(receive), send)
+
+    def _check(self, scope: Scope, headers: dict[str, str]) -> MlxjanError | None:
+        if "*" not in self._hosts and host_name(headers.get("host", "")) not in self._hosts:
+            return ForbiddenError("Host header not allowed (add it to trusted_hosts).")
+        if self._key is not None and scope["path"] not in PUBLIC_PATHS \
+                and scope["method"] != "OPTIONS" and not self._key_ok(headers):
+            return AuthenticationError("Invalid or missing API key. Send it as "
+                                       "'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._max_body:
+            return _too_large(self._max_body)
+        return None
+
+    def _key_ok(self, headers: dict[str, str]) -> bool:
+        assert self._key is not None
+        auth = headers.get("authorization", "")
+        offered = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get(
+            "x-api-key", "")
+        return hmac.compare_digest(offered.encode(), self._key)
+
+    def _capped(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def capped_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self._max_body:
+                    raise _too_large(self._max_body)
+            return message
+
+        return capped_receive
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"Request body larger than {limit} bytes.")

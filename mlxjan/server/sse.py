@@ -1,0 +1,22 @@
+"""The only place Server-Sent Events text is produced."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+DONE = "data: [DONE]\n\n"
+
+
+def data(payload: BaseModel | str) -> str:
+    body = payload if isinstance(payload, str) else payload.model_dump_json(exclude_none=True)
+    return f"data: {body}\n\n"
+
+
+def named(event: str, payload: BaseModel | str) -> str:
+    body = payload if isinstance(payload, str) else payload.model_dump_json(exclude_none=True)
+    return f"event: {event}\ndata: {body}\n\n"
+
+
+def comment(text: str = "keep-alive") -> str:
+    """A comment line: ignored by clients, keeps proxies and idle timers from closing."""
+    return f": {text}\n\n"

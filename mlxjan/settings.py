@@ -1,0 +1,95 @@
+"""One settings model. Precedence: command-line flags > env `MLXJAN_*` > config file > defaults.
+
+Flags arrive as init kwargs, which pydantic-settings ranks first. The config file is TOML,
+at `MLXJAN_CONFIG` or `<config dir>/mlxjan/config.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+EngineName = Literal["auto", "mlx", "llamacpp"]
+
+
+def is_apple_silicon() -> bool:
+    return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
+def default_data_dir() -> Path:
+    """`MLXJAN_HOME`, else the platform's per-user data folder."""
+    env = os.environ.get("MLXJAN_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "mlxjan"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "mlxjan"
+
+
+def default_config_file() -> Path:
+    env = os.environ.get("MLXJAN_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "mlxjan" / "config.toml"
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "mlxjan" / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Mirrors Jan's Local API Server settings, plus the engine and model store."""
+
+    model_config = SettingsConfigDict(env_prefix="MLXJAN_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1337, ge=1, le=65535)
+    api_prefix: str = "/v1"
+    api_key: SecretStr | None = None
+    trusted_hosts: list[str] = Field(default_factory=list)
+    cors_origins: list[str] = Field(default_factory=list)
+    request_timeout: float = Field(default=600.0, gt=0)
+    default_model: str = DEFAULT_MODEL
+    engine: EngineName = "auto"
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # None: the model's own trained context length, capped at max_context_length.
+    context_length: int | None = Field(default=None, ge=256)
+    max_context_length: int = Field(default=32768, ge=256)
+    # None: the number of physical cores llama.cpp would pick (half the logical ones).
+    threads: int | None = Field(default=None, ge=1, le=512)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_file())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def resolved_engine(self) -> Literal["mlx", "llamacpp"]:
+        # The MLX engine is issue 3; until it exists every host runs llama.cpp.
+        if self.engine == "auto":
+            return "llamacpp"
+        return self.engine
