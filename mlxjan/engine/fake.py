@@ -35,6 +35,7 @@ class FakeEngine:
         self.token_delay = token_delay
         self.char_tokens = char_tokens
         self.requests: list[GenerationRequest] = []
+        self.tokens_produced = 0  # lets tests see that a cancelled stream stopped early
         self._thread = EngineThread(f"fake-{model_id}")
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -60,6 +61,7 @@ class FakeEngine:
         for piece in pieces:
             if self.token_delay:
                 time.sleep(self.token_delay)
+            self.tokens_produced += 1
             yield SampledToken(piece.encode())
         yield SampledToken(b"", end_of_generation=True)
 

@@ -113,6 +113,8 @@ class LlamaCppEngine:
         if room < 1:
             raise ContextLengthExceededError(len(prompt), self.context_length)
         cached = _common_prefix(llm, prompt)
+        if request.sampling.seed is not None:
+            cached = _align_cache(llm, cached)
         emit(Started(len(prompt), cached))
         sampling = request.sampling
         if self._template.implicit_stops:
@@ -156,6 +158,21 @@ def _common_prefix(llm: Llama, prompt: list[int]) -> int:
         n += 1
     # generate() re-evaluates the last token when the whole prompt is cached.
     return min(n, len(prompt) - 1)
+
+
+def _align_cache(llm: Llama, reusable: int) -> int:
+    """Keep only a batch-aligned part of the cached prefix, for reproducible seeded output.
+
+    Logits differ slightly with the batch shape that computed them, and sampling at
+    temperature > 0 amplifies that: the same seed gave different text depending on what was
+    cached. Re-evaluating from a multiple of n_batch makes the final prompt batch, and so the
+    logits, the same as in a cold run.
+    """
+    keep = reusable // llm.n_batch * llm.n_batch
+    if keep < llm.n_tokens:
+        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+        llm.n_tokens = keep
+    return keep
 
 
 def _with_stops(sampling: SamplingParams, stops: tuple[str, ...]) -> SamplingParams:

@@ -8,6 +8,7 @@ queues fed with `loop.call_soon_threadsafe`. Jobs run one at a time, in order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from mlxjan.engine.base import Event, Finished, Started, TextDelta
+from mlxjan.errors import EngineError, MlxjanError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Emit = Callable[[Event], None]
@@ -102,8 +106,12 @@ class EventStream:
                 return
             try:
                 self._produce(put, self.cancelled)
-            except BaseException as exc:
+            except MlxjanError as exc:
                 put(_Failed(exc))
+            except Exception as exc:
+                # A bug or library failure inside the engine: log it whole, report it typed.
+                log.exception("engine job failed")
+                put(_Failed(EngineError(f"the engine failed: {type(exc).__name__}: {exc}")))
             finally:
                 put(_END)
 

@@ -1,0 +1,76 @@
+"""End-to-end fixtures: the real `mlxjan serve` process with the real default model.
+
+The model is fetched into the user's data dir (or MLXJAN_HOME) once and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from mlxjan.settings import DEFAULT_MODEL, Settings
+from tests.serving import free_port
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """Install the default model (a no-op when present) and return its GGUF path."""
+    subprocess.run([sys.executable, "-m", "mlxjan", "pull", DEFAULT_MODEL, "--quiet"],
+                   check=True)
+    from mlxjan.models.store import ModelStore
+
+    store = ModelStore(Settings().data_dir)
+    manifest = store.get(DEFAULT_MODEL)
+    assert manifest is not None
+    return store.weights_path(manifest)
+
+
+@pytest.fixture(scope="session")
+def server_url(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlxjan", "serve", "--port", str(port)],
+            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlxjan serve exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"mlxjan serve did not become healthy:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def client(server_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server_url}/v1", api_key="none", max_retries=0,
+                       timeout=300) as c:
+        yield c

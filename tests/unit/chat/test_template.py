@@ -1,0 +1,146 @@
+"""ChatTemplate: HF-style Jinja templates in a sandbox, and the ChatML fallback."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlxjan.chat.template import FALLBACK_STOPS, ChatTemplate
+from mlxjan.engine.base import ChatMessage, ToolCall
+from mlxjan.errors import InvalidRequestError
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+CONVERSATION = (
+    ChatMessage("system", "You are terse."),
+    ChatMessage("user", "Hi"),
+    ChatMessage("assistant", "Hello."),
+    ChatMessage("user", "2+2?"),
+)
+
+
+def test_renders_hf_style_template_with_generation_prompt() -> None:
+    out = ChatTemplate(CHATML).render(CONVERSATION)
+    assert out == (
+        "<|im_start|>system\nYou are terse.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello.<|im_end|>\n"
+        "<|im_start|>user\n2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_a_model_template_has_no_implicit_stops() -> None:
+    assert ChatTemplate(CHATML).implicit_stops == ()
+
+
+def test_bos_and_eos_tokens_are_available() -> None:
+    template = ChatTemplate("{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}"
+                            "{% endfor %}", bos_token="<s>", eos_token="</s>")
+    assert template.render((ChatMessage("user", "a"), ChatMessage("assistant", "b"))) == (
+        "<s>a</s>b</s>")
+
+
+def test_fallback_renders_chatml_and_stops_on_its_markers() -> None:
+    template = ChatTemplate(None)
+    out = template.render(CONVERSATION[:2])
+    assert out == (
+        "<|im_start|>system\nYou are terse.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert template.implicit_stops == FALLBACK_STOPS
+    assert "<|im_end|>" in template.implicit_stops
+
+
+def test_raise_exception_becomes_invalid_request() -> None:
+    template = ChatTemplate(
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('System role not supported') }}"
+        "{% endif %}{{ m.content }}{% endfor %}"
+    )
+    with pytest.raises(InvalidRequestError) as info:
+        template.render(CONVERSATION)
+    assert "System role not supported" in info.value.message
+    assert info.value.param == "messages"
+    assert info.value.status == 400
+    # The same template accepts a conversation it allows.
+    assert template.render((ChatMessage("user", "fine"),)) == "fine"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ messages.__class__.__base__ }}",
+        "{{ messages.append('x') }}",
+        "{{ cycler.__init__.__globals__ }}",
+    ],
+)
+def test_sandbox_blocks_unsafe_access(source: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        ChatTemplate(source).render((ChatMessage("user", "hi"),))
+    assert "unsafe" in info.value.message or "not safely callable" in info.value.message
+
+
+def test_syntax_error_in_template_is_invalid_request() -> None:
+    with pytest.raises(InvalidRequestError):
+        ChatTemplate("{% for m in messages %}").render((ChatMessage("user", "hi"),))
+
+
+def test_tools_are_passed_through() -> None:
+    tool: dict[str, object] = {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Weather now",
+                     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    }
+    template = ChatTemplate(
+        "{% if tools %}{% for t in tools %}[{{ t.function.name }}:{{ t | tojson }}]{% endfor %}"
+        "{% else %}no tools{% endif %}"
+    )
+    out = template.render((ChatMessage("user", "weather?"),), tools=(tool,))
+    assert out.startswith("[get_weather:")
+    assert '"properties": {"city": {"type": "string"}}' in out
+    assert template.render((ChatMessage("user", "weather?"),)) == "no tools"
+
+
+def test_tool_call_arguments_reach_the_template_as_a_mapping() -> None:
+    template = ChatTemplate(
+        "{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}"
+        "{{ c.id }} {{ c.type }} {{ c.function.name }} city={{ c.function.arguments.city }} "
+        "{{ c.function.arguments | tojson }}"
+        "{% endfor %}{% elif m.role == 'tool' %} <{{ m.tool_call_id }}:{{ m.content }}>"
+        "{% endif %}{% endfor %}"
+    )
+    messages = (
+        ChatMessage("user", "weather in Paris?"),
+        ChatMessage("assistant", "", tool_calls=(
+            ToolCall("call_1", "get_weather", '{"city": "Paris", "unit": "°C"}'),)),
+        ChatMessage("tool", "21", tool_call_id="call_1"),
+    )
+    out = template.render(messages)
+    # tojson keeps non-ASCII as is, like Hugging Face's.
+    assert out == ('call_1 function get_weather city=Paris {"city": "Paris", "unit": "°C"}'
+                   " <call_1:21>")
+
+
+def test_tool_call_arguments_that_are_not_json_stay_text() -> None:
+    template = ChatTemplate(
+        "{% for m in messages %}{% for c in m.tool_calls or [] %}"
+        "{{ c.function.arguments }}{% endfor %}{% endfor %}"
+    )
+    messages = (ChatMessage("assistant", "", tool_calls=(ToolCall("c", "f", "{not json"),)),)
+    assert template.render(messages) == "{not json"
+
+
+def test_loop_controls_and_strftime_now_are_available() -> None:
+    template = ChatTemplate(
+        "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.content }}"
+        "{% endfor %}|{{ strftime_now('%Y') | length }}"
+    )
+    assert template.render(CONVERSATION) == "You are terse.|4"
