@@ -75,8 +75,9 @@ class ChatTemplate:
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
             )
-        except jinja2.TemplateError as exc:
-            # The model's template refused this conversation (e.g. roles must alternate).
+        except (jinja2.TemplateError, TypeError, ValueError, LookupError) as exc:
+            # The model's template refused or could not render this conversation (e.g. roles
+            # must alternate, or a filter met a value of the wrong type).
             raise InvalidRequestError(f"the model's chat template rejected the messages: {exc}",
                                       param="messages") from exc
 

@@ -27,8 +27,11 @@ def allowed_hosts(settings: Settings) -> frozenset[str]:
 
 
 def host_name(header: str) -> str:
-    """The host part of a Host header, without port or IPv6 brackets."""
-    parsed = urlsplit(f"//{header}")
+    """The host part of a Host header, without port or IPv6 brackets ("" if malformed)."""
+    try:
+        parsed = urlsplit(f"//{header}")
+    except ValueError:  # e.g. unbalanced IPv6 brackets: refuse (403), don't crash (500)
+        return ""
     return (parsed.hostname or "").lower()
 
 

