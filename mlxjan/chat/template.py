@@ -2,8 +2,9 @@
 
 Templates come from model files (GGUF `tokenizer.chat_template`), i.e. from the internet, so
 they run in Jinja's immutable sandbox with only the helpers Hugging Face templates expect.
-A model without a template gets FALLBACK_TEMPLATE: ChatML, as llama.cpp uses, and its
-end-of-turn marker becomes a stop string.
+A model without a template is a base model (a text continuer): FALLBACK_TEMPLATE gives it the
+messages' text joined by blank lines, with no role markers, as Ollama's default `{{ .Prompt }}`
+does. ChatML (llama.cpp's fallback) only made base models echo the markers back.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ from mlxjan.engine.base import ChatMessage
 from mlxjan.errors import InvalidRequestError
 
 FALLBACK_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% for message in messages %}{{ message['content'] }}"
+    "{% if not loop.last %}{{ '\n\n' }}{% endif %}{% endfor %}"
 )
-FALLBACK_STOPS = ("<|im_end|>", "<|im_start|>")
 
 
 def _raise_exception(message: str) -> NoReturn:
@@ -59,10 +57,6 @@ class ChatTemplate:
     source: str | None
     bos_token: str = ""
     eos_token: str = ""
-
-    @property
-    def implicit_stops(self) -> tuple[str, ...]:
-        return FALLBACK_STOPS if self.source is None else ()
 
     def render(self, messages: tuple[ChatMessage, ...],
                tools: tuple[dict[str, object], ...] = ()) -> str:

@@ -117,8 +117,6 @@ class LlamaCppEngine:
             cached = _align_cache(llm, cached)
         emit(Started(len(prompt), cached))
         sampling = request.sampling
-        if self._template.implicit_stops:
-            sampling = _with_stops(sampling, self._template.implicit_stops)
         limit = min(sampling.max_tokens or room, room)
         decode_loop(self._sample(llm, prompt, sampling), sampling,
                     prompt_tokens=len(prompt), cached_tokens=cached, max_new_tokens=limit,
@@ -173,12 +171,6 @@ def _align_cache(llm: Llama, reusable: int) -> int:
         llm._ctx.kv_cache_seq_rm(-1, keep, -1)
         llm.n_tokens = keep
     return keep
-
-
-def _with_stops(sampling: SamplingParams, stops: tuple[str, ...]) -> SamplingParams:
-    from dataclasses import replace
-
-    return replace(sampling, stop=sampling.stop + stops)
 
 
 def _token_text(llm: Llama, token: int) -> str:

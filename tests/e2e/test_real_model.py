@@ -174,3 +174,20 @@ def test_errors_in_openai_shape(client: openai.OpenAI, server_url: str) -> None:
     assert n2.value.param == "n"
     # The server is still healthy and answering after all of that.
     assert _ask(client, "Say OK.", max_tokens=5)
+
+
+def test_model_without_template_continues_plain_text(client: openai.OpenAI) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "mlxjan", "pull", "gemma-3-270m", "--quiet"],
+                   check=True)
+    assert "gemma-3-270m" in [m.id for m in client.models.list().data]
+    result = client.chat.completions.create(
+        model="gemma-3-270m", messages=[{"role": "user", "content": "Monday, Tuesday, Wednesday,"}],
+        max_tokens=40, temperature=0.0)
+    text = result.choices[0].message.content or ""
+    assert "thursday" in text.lower()  # the raw text was continued, no chat markers
+    assert result.usage is not None and result.usage.completion_tokens > 0
+    # The default model is still resident and answering beside it.
+    assert _ask(client, "Say OK.", max_tokens=5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlxjan.chat.template import FALLBACK_STOPS, ChatTemplate
+from mlxjan.chat.template import ChatTemplate
 from mlxjan.engine.base import ChatMessage, ToolCall
 from mlxjan.errors import InvalidRequestError
 
@@ -34,10 +34,6 @@ def test_renders_hf_style_template_with_generation_prompt() -> None:
     )
 
 
-def test_a_model_template_has_no_implicit_stops() -> None:
-    assert ChatTemplate(CHATML).implicit_stops == ()
-
-
 def test_bos_and_eos_tokens_are_available() -> None:
     template = ChatTemplate("{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}"
                             "{% endfor %}", bos_token="<s>", eos_token="</s>")
@@ -45,16 +41,12 @@ def test_bos_and_eos_tokens_are_available() -> None:
         "<s>a</s>b</s>")
 
 
-def test_fallback_renders_chatml_and_stops_on_its_markers() -> None:
+def test_fallback_is_the_plain_text_of_the_messages() -> None:
+    # Models without a template are base models: they continue text, as in Ollama.
     template = ChatTemplate(None)
-    out = template.render(CONVERSATION[:2])
-    assert out == (
-        "<|im_start|>system\nYou are terse.<|im_end|>\n"
-        "<|im_start|>user\nHi<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-    assert template.implicit_stops == FALLBACK_STOPS
-    assert "<|im_end|>" in template.implicit_stops
+    assert template.render(CONVERSATION[:2]) == "You are terse.\n\nHi"
+    assert template.render((ChatMessage("user", "The capital of France is"),)) == (
+        "The capital of France is")
 
 
 def test_raise_exception_becomes_invalid_request() -> None:
