@@ -26,7 +26,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
-from tests.serving import free_port
+from tests.serving import free_port, wait_until_up
 
 
 @dataclass
@@ -45,18 +45,6 @@ def launch(kind: str, gguf: Path, port: int, ctx: int, threads: int) -> subproce
                "--n_threads_batch", str(threads), "--model_alias", DEFAULT_MODEL,
                "--verbose", "False"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_up(url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def one_request(http: httpx.Client, url: str, n: int, max_tokens: int) -> tuple[float, float]:
@@ -85,7 +73,7 @@ def run_round(kind: str, gguf: Path, args: argparse.Namespace, counter: list[int
     url = f"http://127.0.0.1:{port}"
     proc = launch(kind, gguf, port, args.ctx, args.threads)
     try:
-        wait_up(url)
+        wait_until_up(url, proc, path="/v1/models")
         with httpx.Client(timeout=600) as http:
             one_request(http, url, -1, 8)  # warm-up: load weights, first-call costs
             for _ in range(args.requests):

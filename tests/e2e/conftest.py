@@ -8,16 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from mlxjan.settings import DEFAULT_MODEL, Settings
-from tests.serving import free_port
+from tests.serving import free_port, wait_until_up
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +42,10 @@ def server_url(default_model_path: Path, tmp_path_factory: pytest.TempPathFactor
             stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        try:
+            wait_until_up(url, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{log.read_text()}") from exc
         yield url
     finally:
         proc.terminate()
@@ -53,20 +54,6 @@ def server_url(default_model_path: Path, tmp_path_factory: pytest.TempPathFactor
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlxjan serve exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"mlxjan serve did not become healthy:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="session")
