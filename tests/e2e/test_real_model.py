@@ -90,6 +90,7 @@ def test_usage_matches_real_tokenisation(client: openai.OpenAI,
     content = result.choices[0].message.content or ""
     answer_tokens = len(vocab.tokenize(content.encode(), add_bos=False, special=False))
     # The EOS token ends generation and is not counted; re-tokenising may merge differently.
+    vocab.close()
     assert abs(result.usage.completion_tokens - answer_tokens) <= 1
     assert result.usage.total_tokens == result.usage.prompt_tokens + \
         result.usage.completion_tokens

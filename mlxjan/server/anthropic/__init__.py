@@ -1,0 +1,1 @@
+"""The Anthropic Messages API: schemas, pure converters, the stream state machine, routes."""

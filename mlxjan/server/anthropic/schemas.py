@@ -1,0 +1,175 @@
+"""Anthropic Messages wire types. Unknown fields are ignored at every level.
+
+Claude Code sends fields this server has no use for (`cache_control`, `context_management`,
+`output_config`, tool `defer_loading`, ...): they are accepted and dropped, never refused.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_LENIENT = ConfigDict(extra="ignore")
+
+
+class TextBlock(BaseModel):
+    model_config = _LENIENT
+    type: Literal["text"]
+    text: str
+
+
+class ImageBlock(BaseModel):
+    model_config = _LENIENT
+    type: Literal["image", "document"]
+
+
+class ToolUseBlock(BaseModel):
+    model_config = _LENIENT
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResultBlock(BaseModel):
+    model_config = _LENIENT
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[TextBlock | ImageBlock] | None = None
+    is_error: bool = False
+
+
+class ThinkingBlock(BaseModel):
+    model_config = _LENIENT
+    type: Literal["thinking"]
+    thinking: str = ""
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(BaseModel):
+    model_config = _LENIENT
+    type: Literal["redacted_thinking"]
+    data: str = ""
+
+
+ContentBlock = Annotated[
+    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
+    | RedactedThinkingBlock,
+    Field(discriminator="type"),
+]
+
+
+class Message(BaseModel):
+    model_config = _LENIENT
+    # "system" entries inside `messages` are what Claude Code sends; they are kept in place.
+    role: Literal["user", "assistant", "system"]
+    content: str | list[ContentBlock]
+
+
+class ToolDef(BaseModel):
+    model_config = _LENIENT
+    name: str = Field(min_length=1, max_length=256)
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    type: str | None = None
+
+
+class ToolChoice(BaseModel):
+    model_config = _LENIENT
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class ThinkingConfig(BaseModel):
+    model_config = _LENIENT
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(default=None, ge=0)
+
+
+class MessagesRequest(BaseModel):
+    model_config = _LENIENT
+
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[Message] = Field(min_length=1)
+    # Larger values than the context allows are clamped, not refused (Claude Code asks 128000).
+    max_tokens: int = Field(ge=1, le=10_000_000)
+    system: str | list[TextBlock] | None = None
+    stop_sequences: list[str] | None = Field(default=None, max_length=16)
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0, le=100_000)
+    stream: bool = False
+    tools: list[ToolDef] | None = Field(default=None, max_length=512)
+    tool_choice: ToolChoice | None = None
+    thinking: ThinkingConfig | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class CountTokensRequest(BaseModel):
+    model_config = _LENIENT
+
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[Message] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolDef] | None = Field(default=None, max_length=512)
+    tool_choice: ToolChoice | None = None
+    thinking: ThinkingConfig | None = None
+
+
+# --- responses ---------------------------------------------------------------------------
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal",
+                     "pause_turn"]
+
+
+class UsageOut(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+class TextOut(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ToolUseOut(BaseModel):
+    type: Literal["tool_use"] = "tool_use"
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+ContentOut = Annotated[TextOut | ToolUseOut, Field(discriminator="type")]
+
+
+class MessageOut(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    model: str
+    content: list[ContentOut]
+    stop_reason: StopReason | None
+    stop_sequence: str | None
+    usage: UsageOut
+
+
+class CountTokensOut(BaseModel):
+    input_tokens: int
+
+
+class ModelOut(BaseModel):
+    type: Literal["model"] = "model"
+    id: str
+    display_name: str
+    created_at: str
+
+
+class ModelListOut(BaseModel):
+    data: list[ModelOut]
+    has_more: bool = False
+    first_id: str | None
+    last_id: str | None
