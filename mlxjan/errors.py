@@ -14,10 +14,12 @@ class MlxjanError(Exception):
     openai_type: str = "server_error"
     code: str | None = None
     anthropic_type: str = "api_error"
+    anthropic_status: int | None = None  # when Anthropic's status differs (529 overloaded)
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.anthropic_message = message
         self.param = param
 
 
@@ -39,6 +41,9 @@ class ContextLengthExceededError(InvalidRequestError):
         )
         self.prompt_tokens = prompt_tokens
         self.context_length = context_length
+        # Anthropic clients (Claude Code) parse this exact wording to compact the context.
+        self.anthropic_message = f"prompt is too long: {prompt_tokens} tokens > " \
+            f"{context_length} maximum"
 
 
 class AuthenticationError(MlxjanError):
@@ -89,6 +94,7 @@ class OverloadedError(MlxjanError):
     openai_type = "server_error"
     code = "overloaded"
     anthropic_type = "overloaded_error"
+    anthropic_status = 529
 
 
 class EngineError(MlxjanError):

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     # None: the number of physical cores llama.cpp would pick (half the logical ones).
     threads: int | None = Field(default=None, ge=1, le=512)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Seconds between keep-alive events (SSE comments, Anthropic pings) while the prompt is
+    # being processed and no token has come yet.
+    keepalive_interval: float = Field(default=5.0, gt=0, le=300)
+    # Local models that Claude's tiers map to (any `claude-*opus*` name, ...); None: default.
+    anthropic_opus_model: str | None = None
+    anthropic_sonnet_model: str | None = None
+    anthropic_haiku_model: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @classmethod

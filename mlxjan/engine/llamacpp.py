@@ -7,6 +7,7 @@ the longest prefix still in the KV cache from the previous request (reported as 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
@@ -89,7 +90,11 @@ class LlamaCppEngine:
     # --- generation ------------------------------------------------------------------------
 
     async def count_tokens(self, request: GenerationRequest) -> int:
-        return await self._thread.call(lambda: len(self._prompt_tokens(request)))
+        # Tokenizing only reads the vocabulary, which llama.cpp never changes after loading,
+        # so it runs beside generation instead of queueing behind it on the engine thread.
+        if self._llm is None:
+            await self.load()
+        return await asyncio.to_thread(lambda: len(self._prompt_tokens(request)))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
         async for event in self._thread.stream(

@@ -12,7 +12,10 @@ from mlxjan import __version__
 from mlxjan.engine.base import Engine
 from mlxjan.engine.manager import EngineManager
 from mlxjan.models.store import ModelStore
+from mlxjan.server.anthropic.routes import router as anthropic_router
+from mlxjan.server.anthropic.serving import MessagesServing
 from mlxjan.server.errors import install_error_handlers
+from mlxjan.server.models_api import router as models_router
 from mlxjan.server.openai.routes import router as openai_router
 from mlxjan.server.openai.serving import ChatServing
 from mlxjan.server.security import LOOPBACK_ORIGIN_REGEX, SecurityMiddleware
@@ -36,13 +39,16 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     app.state.settings = settings
     app.state.manager = manager
     app.state.chat_serving = ChatServing(manager, settings)
-    install_error_handlers(app)
+    app.state.messages_serving = MessagesServing(manager, settings)
+    install_error_handlers(app, settings.api_prefix)
 
     @app.get("/health", tags=["server"])
     async def health() -> dict[str, object]:
         return {"status": "ok", "version": __version__}
 
+    app.include_router(models_router, prefix=settings.api_prefix)
     app.include_router(openai_router, prefix=settings.api_prefix)
+    app.include_router(anthropic_router, prefix=settings.api_prefix)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -1,38 +1,58 @@
-"""Render typed errors once, at the edge, in the caller's protocol."""
+"""Render typed errors once, at the edge, in the caller's protocol.
+
+The protocol is decided from the request: the Anthropic routes (`/messages...`) and any
+request carrying an `anthropic-version` header get Anthropic's shape, all others OpenAI's.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mlxjan.errors import (
-    InvalidRequestError,
-    MlxjanError,
-    NotFoundError,
-)
+from mlxjan.errors import InvalidRequestError, MlxjanError, NotFoundError
 
 log = logging.getLogger(__name__)
+Protocol = Literal["openai", "anthropic"]
 
 
-def openai_error_body(err: MlxjanError) -> dict[str, object]:
+def protocol_of(path: str, headers: Mapping[str, str], api_prefix: str) -> Protocol:
+    if path.startswith(f"{api_prefix}/messages") or "anthropic-version" in headers:
+        return "anthropic"
+    return "openai"
+
+
+def error_body(err: MlxjanError, protocol: Protocol) -> dict[str, object]:
+    if protocol == "anthropic":
+        return {"type": "error",
+                "error": {"type": err.anthropic_type, "message": err.anthropic_message}}
     return {"error": {"message": err.message, "type": err.openai_type,
                       "param": err.param, "code": err.code}}
 
 
-def error_response(err: MlxjanError) -> JSONResponse:
+def error_status(err: MlxjanError, protocol: Protocol) -> int:
+    if protocol == "anthropic" and err.anthropic_status is not None:
+        return err.anthropic_status
+    return err.status
+
+
+def error_response(err: MlxjanError, protocol: Protocol) -> JSONResponse:
     if err.status >= 500:
         log.error("%s: %s", type(err).__name__, err.message)
-    return JSONResponse(openai_error_body(err), status_code=err.status)
+    headers = {"Retry-After": "1"} if error_status(err, protocol) in (503, 529) else None
+    return JSONResponse(error_body(err, protocol), status_code=error_status(err, protocol),
+                        headers=headers)
 
 
-def sse_error_payload(err: MlxjanError) -> str:
+def error_json(err: MlxjanError, protocol: Protocol) -> str:
     """An error after a 200 stream has begun goes out in-band, in the same shape."""
-    return json.dumps(openai_error_body(err))
+    return json.dumps(error_body(err, protocol))
 
 
 def validation_error(exc: RequestValidationError) -> InvalidRequestError:
@@ -46,23 +66,32 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def on_mlxjan_error(_: Request, exc: Exception) -> JSONResponse:
+def http_error(exc: StarletteHTTPException) -> MlxjanError:
+    err = NotFoundError(str(exc.detail)) if exc.status_code == 404 else MlxjanError(
+        str(exc.detail))
+    err.status = exc.status_code
+    if exc.status_code < 500:
+        err.openai_type = err.anthropic_type = "invalid_request_error"
+        if exc.status_code == 404:
+            err.anthropic_type = "not_found_error"
+    return err
+
+
+def install_error_handlers(app: FastAPI, api_prefix: str) -> None:
+    def render(request: Request, err: MlxjanError) -> JSONResponse:
+        return error_response(err, protocol_of(request.url.path, request.headers, api_prefix))
+
+    async def on_mlxjan_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, MlxjanError)
-        return error_response(exc)
+        return render(request, exc)
 
-    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc))
+        return render(request, validation_error(exc))
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        err = NotFoundError(str(exc.detail)) if exc.status_code == 404 else MlxjanError(
-            str(exc.detail))
-        err.status = exc.status_code
-        if exc.status_code < 500:
-            err.openai_type = "invalid_request_error"
-        return error_response(err)
+        return render(request, http_error(exc))
 
     app.add_exception_handler(MlxjanError, on_mlxjan_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -8,11 +8,17 @@ response begins. The rest of the stream is consumed under the request deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from mlxjan.engine.base import Engine, Event, Finished, GenerationRequest, Started, TextDelta
 from mlxjan.errors import EngineError, RequestTimeoutError
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing happened for a while: the caller sends a protocol keep-alive."""
 
 
 @dataclass
@@ -40,6 +46,35 @@ async def drain(events: AsyncIterator[TextDelta | Finished]
             return deltas, event
         deltas.append(event)
     raise EngineError("the engine ended the stream without finishing")
+
+
+async def with_keepalive(events: AsyncIterator[TextDelta | Finished], interval: float
+                         ) -> AsyncGenerator[TextDelta | Finished | KeepAlive, None]:
+    """Pass events through, adding a KeepAlive after each `interval` seconds of silence."""
+    iterator = aiter(events)
+    pending: asyncio.Future[TextDelta | Finished] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield KeepAlive()
+                continue
+            finished_task, pending = pending, None
+            try:
+                event = finished_task.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def _after_start(events: AsyncIterator[Event]) -> AsyncIterator[TextDelta | Finished]:

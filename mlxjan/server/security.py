@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlxjan.errors import AuthenticationError, ForbiddenError, MlxjanError, PayloadTooLargeError
-from mlxjan.server.errors import error_response
+from mlxjan.server.errors import error_response, protocol_of
 from mlxjan.settings import Settings
 
 PUBLIC_PATHS = frozenset({"/health"})
@@ -41,6 +41,7 @@ class SecurityMiddleware:
         self._hosts = allowed_hosts(settings)
         self._key = settings.api_key.get_secret_value().encode() if settings.api_key else None
         self._max_body = settings.max_body_bytes
+        self._prefix = settings.api_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +51,8 @@ class SecurityMiddleware:
                    for k, v in scope["headers"]}
         err = self._check(scope, headers)
         if err is not None:
-            await error_response(err)(scope, receive, send)
+            protocol = protocol_of(scope["path"], headers, self._prefix)
+            await error_response(err, protocol)(scope, receive, send)
             return
         await self._app(scope, self._capped(receive), send)
 

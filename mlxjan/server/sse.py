@@ -13,7 +13,8 @@ def data(payload: BaseModel | str) -> str:
 
 
 def named(event: str, payload: BaseModel | str) -> str:
-    body = payload if isinstance(payload, str) else payload.model_dump_json(exclude_none=True)
+    """An `event:` + `data:` pair, as Anthropic streams; nulls are kept (it sends them)."""
+    body = payload if isinstance(payload, str) else payload.model_dump_json()
     return f"event: {event}\ndata: {body}\n\n"
 
 

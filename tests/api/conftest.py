@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -23,6 +24,7 @@ class Server:
     engine: FakeEngine
     http: httpx.Client
     client: openai.OpenAI
+    claude: anthropic.Anthropic
 
 
 def _serve(settings: Settings, engine: FakeEngine, api_key: str = "unused"
@@ -31,10 +33,13 @@ def _serve(settings: Settings, engine: FakeEngine, api_key: str = "unused"
     with running(create_app(settings, engines=engines)) as url, \
             httpx.Client(base_url=url, timeout=30) as http:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=0)
+        claude = anthropic.Anthropic(base_url=url, api_key=api_key, max_retries=0,
+                                     _strict_response_validation=True)
         try:
-            yield Server(url, engine, http, client)
+            yield Server(url, engine, http, client, claude)
         finally:
             client.close()
+            claude.close()
 
 
 @pytest.fixture

@@ -166,6 +166,7 @@ class ModelOut(BaseModel):
     id: str
     display_name: str
     created_at: str
+    lifecycle: Literal["active", "deprecated", "retired"] = "active"
 
 
 class ModelListOut(BaseModel):

@@ -14,8 +14,8 @@ from mlxjan.engine.base import Finished
 from mlxjan.engine.manager import EngineManager
 from mlxjan.errors import MlxjanError
 from mlxjan.server import sse
-from mlxjan.server.errors import sse_error_payload
-from mlxjan.server.events import OpenedStream, drain, open_stream
+from mlxjan.server.errors import error_json
+from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_stream, with_keepalive
 from mlxjan.server.openai import convert
 from mlxjan.server.openai import schemas as s
 from mlxjan.settings import Settings
@@ -38,7 +38,8 @@ class ChatServing:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
-                _sse_chunks(ids, opened, include_usage, body.logprobs),
+                _sse_chunks(ids, opened, include_usage, body.logprobs,
+                            self._settings.keepalive_interval),
                 media_type="text/event-stream", headers=SSE_HEADERS)
         deltas, finished = await drain(opened.events)
         result = convert.completion(ids, deltas, finished, body.logprobs)
@@ -58,11 +59,13 @@ def _card(model_id: str, created: int, owned_by: str) -> s.ModelCard:
 
 
 async def _sse_chunks(ids: convert.CompletionIds, opened: OpenedStream, include_usage: bool,
-                      with_logprobs: bool) -> AsyncIterator[str]:
+                      with_logprobs: bool, keepalive: float) -> AsyncIterator[str]:
     yield sse.data(convert.role_chunk(ids))
     try:
-        async for event in opened.events:
-            if isinstance(event, Finished):
+        async for event in with_keepalive(opened.events, keepalive):
+            if isinstance(event, KeepAlive):
+                yield sse.comment()
+            elif isinstance(event, Finished):
                 yield sse.data(convert.finish_chunk(ids, event))
                 if include_usage:
                     yield sse.data(convert.usage_chunk(ids, event.usage))
@@ -71,6 +74,6 @@ async def _sse_chunks(ids: convert.CompletionIds, opened: OpenedStream, include_
     except MlxjanError as err:
         # The 200 has been sent: the error goes out in-band, then the stream ends.
         log.warning("stream %s failed: %s", ids.id, err.message)
-        yield sse.data(sse_error_payload(err))
+        yield sse.data(error_json(err, "openai"))
         return
     yield sse.DONE

@@ -1,0 +1,31 @@
+"""Thin Anthropic routes. `?beta=true` and any anthropic-version/-beta header are accepted."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from mlxjan.server.anthropic import schemas as s
+from mlxjan.server.anthropic.serving import MessagesServing
+
+
+def serving(request: Request) -> MessagesServing:
+    found: MessagesServing = request.app.state.messages_serving
+    return found
+
+
+router = APIRouter(tags=["anthropic"])
+
+
+@router.post(
+    "/messages",
+    response_model=s.MessageOut,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def create_message(body: s.MessagesRequest, request: Request) -> Response:
+    return await serving(request).create(body)
+
+
+@router.post("/messages/count_tokens", response_model=s.CountTokensOut)
+async def count_tokens(body: s.CountTokensRequest, request: Request) -> s.CountTokensOut:
+    return await serving(request).count_tokens(body)

@@ -1,0 +1,86 @@
+"""Anthropic Messages: the same generation path as OpenAI, another framing."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.responses import Response
+
+from mlxjan.engine.base import Finished
+from mlxjan.engine.manager import EngineManager
+from mlxjan.errors import MlxjanError
+from mlxjan.server import sse
+from mlxjan.server.anthropic import convert
+from mlxjan.server.anthropic import schemas as s
+from mlxjan.server.anthropic.stream import MessageStream
+from mlxjan.server.errors import error_json
+from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_stream, with_keepalive
+from mlxjan.settings import Settings
+
+log = logging.getLogger(__name__)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class MessagesServing:
+    def __init__(self, manager: EngineManager, settings: Settings) -> None:
+        self._manager = manager
+        self._settings = settings
+
+    def _model_id(self, name: str) -> str:
+        installed = (m.id for m in self._manager.list_models())
+        return convert.resolve_model(name, self._settings, installed)
+
+    async def create(self, body: s.MessagesRequest) -> Response:
+        model_id = self._model_id(body.model)
+        request = convert.to_generation_request(body, model_id)
+        engine = await self._manager.get(model_id)
+        opened = await open_stream(engine, request, self._settings.request_timeout)
+        message_id = f"msg_{uuid.uuid4().hex}"
+        if body.stream:
+            return StreamingResponse(
+                _sse_events(MessageStream(message_id, body.model), opened,
+                            self._settings.keepalive_interval),
+                media_type="text/event-stream", headers=SSE_HEADERS)
+        deltas, finished = await drain(opened.events)
+        result = convert.message(message_id, body.model, deltas, finished)
+        return JSONResponse(result.model_dump(mode="json"))
+
+    async def count_tokens(self, body: s.CountTokensRequest) -> s.CountTokensOut:
+        model_id = self._model_id(body.model)
+        engine = await self._manager.get(model_id)
+        count = await engine.count_tokens(convert.to_generation_request(body, model_id))
+        return s.CountTokensOut(input_tokens=count)
+
+    def models(self) -> s.ModelListOut:
+        data = [s.ModelOut(id=m.id, display_name=m.id, created_at=_rfc3339(m.created))
+                for m in self._manager.list_models()]
+        return s.ModelListOut(data=data, first_id=data[0].id if data else None,
+                              last_id=data[-1].id if data else None)
+
+
+def _rfc3339(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+async def _sse_events(stream: MessageStream, opened: OpenedStream,
+                      keepalive: float) -> AsyncIterator[str]:
+    for name, payload in stream.start(opened.started):
+        yield sse.named(name, payload)
+    try:
+        async for event in with_keepalive(opened.events, keepalive):
+            if isinstance(event, KeepAlive):
+                batch = [stream.ping()]
+            elif isinstance(event, Finished):
+                batch = stream.finish(event)
+            else:
+                batch = stream.on_text(event)
+            for name, payload in batch:
+                yield sse.named(name, payload)
+    except MlxjanError as err:
+        # The 200 has been sent: the error goes out in-band as an `error` event.
+        log.warning("stream %s failed: %s", opened.started, err.message)
+        yield sse.named("error", error_json(err, "anthropic"))
