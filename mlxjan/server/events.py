@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from mlxjan.engine.base import Engine, Event, Finished, GenerationRequest, Started, TextDelta
 from mlxjan.errors import EngineError, RequestTimeoutError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,13 @@ class OpenedStream:
 
 async def open_stream(engine: Engine, request: GenerationRequest,
                       timeout: float) -> OpenedStream:
+    began = time.perf_counter()
     events = _with_deadline(engine.stream(request), timeout)
     first = await anext(events, None)
     if not isinstance(first, Started):
         await events.aclose()
         raise EngineError("the engine ended the stream before it started")
-    return OpenedStream(first, _after_start(events))
+    return OpenedStream(first, _after_start(events, request.model, began))
 
 
 async def drain(events: AsyncIterator[TextDelta | Finished]
@@ -77,11 +82,25 @@ async def with_keepalive(events: AsyncIterator[TextDelta | Finished], interval: 
             await close()
 
 
-async def _after_start(events: AsyncIterator[Event]) -> AsyncIterator[TextDelta | Finished]:
+async def _after_start(events: AsyncIterator[Event], model: str, began: float
+                       ) -> AsyncIterator[TextDelta | Finished]:
+    first_token: float | None = None
     async for event in events:
         if isinstance(event, Started):
             raise EngineError("the engine started a stream twice")
+        if first_token is None:
+            first_token = time.perf_counter()
+        if isinstance(event, Finished):
+            _log_timings(model, event, began, first_token)
         yield event
+
+
+def _log_timings(model: str, finished: Finished, began: float, first_token: float) -> None:
+    usage, now = finished.usage, time.perf_counter()
+    decode = (usage.completion_tokens - 1) / (now - first_token) if now > first_token else 0.0
+    log.info("%s: prompt %d tokens (%d cached), %d generated (%s); first token after %.2f s, "
+             "decode %.1f tokens/s", model, usage.prompt_tokens, usage.cached_tokens,
+             usage.completion_tokens, finished.reason, first_token - began, decode)
 
 
 async def _with_deadline(events: AsyncIterator[Event], seconds: float

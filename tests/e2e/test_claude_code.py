@@ -1,0 +1,62 @@
+"""Claude Code (pinned, from npm) headless against the real server and the default model.
+
+Its first prompt is ~12k tokens, so on a CPU-only machine this takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.328"
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """Install the pinned Claude Code once into a cache folder kept between runs."""
+    npm = shutil.which("npm")
+    assert npm is not None, "npm is needed to install Claude Code for this test"
+    prefix = Path.home() / ".cache" / "mlxjan-tests" / CLAUDE_CODE.replace("/", "_")
+    binary = prefix / "node_modules" / ".bin" / "claude"
+    if not binary.exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                        CLAUDE_CODE], check=True, capture_output=True, timeout=600)
+    return binary
+
+
+def _claude_env(home: Path, server_url: str) -> dict[str, str]:
+    home.mkdir()
+    (home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": server_url,
+        "ANTHROPIC_AUTH_TOKEN": "local",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "API_TIMEOUT_MS": "1200000",
+    }
+
+
+def test_claude_code_answers_from_the_local_model(claude_bin: Path, server_url: str,
+                                                  tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(
+        [str(claude_bin), "-p", "Reply with just the word hello.", "--output-format", "json"],
+        cwd=work, env=_claude_env(tmp_path / "home", server_url), capture_output=True,
+        text=True, timeout=1500, check=False)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    result = json.loads(proc.stdout)
+    assert result["is_error"] is False, result
+    assert result["subtype"] == "success"
+    assert result["result"].strip(), result
+    # Claude Code's whole system prompt and tools went through the local model.
+    assert result["usage"]["input_tokens"] + result["usage"]["cache_read_input_tokens"] > 5000
