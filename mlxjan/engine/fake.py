@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 
 from mlxjan.engine.base import Event, GenerationRequest, Started
 from mlxjan.engine.generation import SampledToken, decode_loop
@@ -38,11 +38,10 @@ class FakeEngine:
         self.tokens_produced = 0  # lets tests see that a cancelled stream stopped early
         self._thread = EngineThread(f"fake-{model_id}")
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         self.requests.append(request)
-        async for event in self._thread.stream(lambda emit, cancelled:
-                                                self._generate(request, emit, cancelled)):
-            yield event
+        return self._thread.stream(lambda emit, cancelled:
+                                   self._generate(request, emit, cancelled))
 
     def _generate(self, request: GenerationRequest, emit: Emit,
                   cancelled: threading.Event) -> None:

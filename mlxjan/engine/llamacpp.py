@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,11 +96,9 @@ class LlamaCppEngine:
             await self.load()
         return await asyncio.to_thread(lambda: len(self._prompt_tokens(request)))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        async for event in self._thread.stream(
-            lambda emit, cancelled: self._generate(request, emit, cancelled)
-        ):
-            yield event
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        return self._thread.stream(lambda emit, cancelled:
+                                   self._generate(request, emit, cancelled))
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         llm = self._ensure_loaded()

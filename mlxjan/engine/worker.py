@@ -11,7 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -72,40 +72,28 @@ class EngineThread:
         self._jobs.put(job)
         return await future
 
-    def stream(self, produce: Producer) -> EventStream:
-        """Run `produce(emit, cancelled)` on the thread; iterate what it emits."""
-        return EventStream(self._jobs, produce)
+    async def stream(self, produce: Producer) -> AsyncGenerator[Event, None]:
+        """Run `produce(emit, cancelled)` on the thread and yield what it emits.
 
-    def close(self, timeout: float = 10.0) -> None:
-        self._jobs.put(_STOP)
-        self._thread.join(timeout)
-
-
-class EventStream:
-    """Async iterator over a producer job's events. Closing it early cancels the job."""
-
-    def __init__(self, jobs: queue.SimpleQueue[Callable[[], None] | object],
-                 produce: Producer) -> None:
-        self._jobs = jobs
-        self._produce = produce
-        self.cancelled = threading.Event()
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
+        Closing this generator early (the client left) sets `cancelled`, which the producer
+        checks between steps; a job still queued then never starts.
+        """
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | _Failed | object] = asyncio.Queue()
+        cancelled = threading.Event()
 
         def put(item: Event | _Failed | object) -> None:
             try:
                 loop.call_soon_threadsafe(events.put_nowait, item)
             except RuntimeError:  # the loop closed under a late event (server shutdown)
-                self.cancelled.set()
+                cancelled.set()
 
         def job() -> None:
-            if self.cancelled.is_set():  # the client left while this job was queued
+            if cancelled.is_set():
                 put(_END)
                 return
             try:
-                self._produce(put, self.cancelled)
+                produce(put, cancelled)
             except MlxjanError as exc:
                 put(_Failed(exc))
             except Exception as exc:
@@ -126,4 +114,8 @@ class EventStream:
                 assert isinstance(item, (Started, TextDelta, Finished))
                 yield item
         finally:
-            self.cancelled.set()
+            cancelled.set()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._jobs.put(_STOP)
+        self._thread.join(timeout)

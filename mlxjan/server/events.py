@@ -82,22 +82,27 @@ async def with_keepalive(events: AsyncIterator[TextDelta | Finished], interval: 
             await close()
 
 
-async def _after_start(events: AsyncIterator[Event], model: str, began: float
+async def _after_start(events: AsyncGenerator[Event, None], model: str, began: float
                        ) -> AsyncIterator[TextDelta | Finished]:
     first_token: float | None = None
-    async for event in events:
-        if isinstance(event, Started):
-            raise EngineError("the engine started a stream twice")
-        if first_token is None:
-            first_token = time.perf_counter()
-        if isinstance(event, Finished):
-            _log_timings(model, event, began, first_token)
-        yield event
+    try:
+        async for event in events:
+            if isinstance(event, Started):
+                raise EngineError("the engine started a stream twice")
+            if first_token is None:
+                first_token = time.perf_counter()
+            if isinstance(event, Finished):
+                _log_timings(model, event, began, first_token)
+            yield event
+    finally:
+        # `async for` never closes what it iterates: close the engine's stream now (which
+        # cancels its job), not whenever the garbage collector finalizes it.
+        await events.aclose()
 
 
 def _log_timings(model: str, finished: Finished, began: float, first_token: float) -> None:
     usage, now = finished.usage, time.perf_counter()
-    decode = (usage.completion_tokens - 1) / (now - first_token) if now > first_token else 0.0
+    decode = max(usage.completion_tokens - 1, 0) / (now - first_token) if now > first_token else 0.0
     log.info("%s: prompt %d tokens (%d cached), %d generated (%s); first token after %.2f s, "
              "decode %.1f tokens/s", model, usage.prompt_tokens, usage.cached_tokens,
              usage.completion_tokens, finished.reason, first_token - began, decode)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -305,3 +306,88 @@ def test_drain_stops_at_finished() -> None:
         return await drain(opened.events)
 
     assert asyncio.run(main()) == ([TextDelta("a"), TextDelta("b")], FINISHED)
+
+
+def test_keepalive_closes_the_source_when_the_consumer_task_is_cancelled() -> None:
+    # A client disconnect cancels the task that is waiting on the next event.
+    source = Source([(0.0, TextDelta("a")), (30.0, TextDelta("never")), (0.0, FINISHED)])
+
+    async def consume() -> None:
+        async for _ in with_keepalive(source.events(), interval=0.02):
+            pass
+
+    async def main() -> None:
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), 5))
+    assert source.closed
+    assert source.sent == 1
+
+
+# --- closing an opened stream early -----------------------------------------------------------
+
+
+def test_closing_the_opened_stream_closes_the_engine_stream_at_once() -> None:
+    engine = ScriptedEngine([Started(3), TextDelta("a"), TextDelta("b"), FINISHED])
+
+    async def main() -> None:
+        opened = await open_stream(engine, gen_request(), timeout=10)
+        stream = with_keepalive(opened.events, interval=10)
+        assert await anext(stream) == TextDelta("a")
+        await stream.aclose()
+        # Not left to the garbage collector's finalizer on some later loop turn.
+        assert engine.closed
+
+    asyncio.run(main())
+
+
+def test_closing_the_opened_stream_stops_generation() -> None:
+    async def main() -> None:
+        engine = FakeEngine("fake", script=lambda _: " ".join(["word"] * 200),
+                            token_delay=0.01)
+        try:
+            opened = await open_stream(engine, gen_request(), timeout=10)
+            stream = with_keepalive(opened.events, interval=10)
+            assert isinstance(await anext(stream), TextDelta)
+            await stream.aclose()
+            stopped_at = engine.tokens_produced
+            await asyncio.sleep(0.15)
+            assert engine.tokens_produced <= stopped_at + 1
+            assert engine.tokens_produced < 200
+        finally:
+            await engine.aclose()
+
+    asyncio.run(main())
+
+
+def test_finished_logs_one_timing_line(caplog: pytest.LogCaptureFixture) -> None:
+    engine = ScriptedEngine([Started(3), TextDelta("a"), TextDelta("b"),
+                             Finished("stop", Usage(3, 2, 1))])
+
+    async def main() -> None:
+        opened = await open_stream(engine, gen_request(), timeout=10)
+        await drain(opened.events)
+
+    with caplog.at_level(logging.INFO, logger="mlxjan.server.events"):
+        asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if r.name == "mlxjan.server.events"]
+    assert len(lines) == 1
+    assert lines[0].startswith("fake: prompt 3 tokens (1 cached), 2 generated (stop)")
+
+
+def test_timing_line_without_generated_tokens_has_no_negative_rate(
+        caplog: pytest.LogCaptureFixture) -> None:
+    engine = ScriptedEngine([Started(3), Finished("length", Usage(3, 0))])
+
+    async def main() -> None:
+        opened = await open_stream(engine, gen_request(), timeout=10)
+        await drain(opened.events)
+
+    with caplog.at_level(logging.INFO, logger="mlxjan.server.events"):
+        asyncio.run(main())
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "mlxjan.server.events"]
+    assert "decode 0.0 tokens/s" in line
