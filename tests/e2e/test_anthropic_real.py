@@ -21,7 +21,8 @@ def claude(server_url: str) -> Iterator[anthropic.Anthropic]:
 
 def test_messages_stream_and_usage(claude: anthropic.Anthropic) -> None:
     messages = [{"role": "user", "content": "Name three colours."}]
-    with claude.messages.stream(model="claude-sonnet-4-6", max_tokens=30, extra_body={"temperature": 0.0},
+    greedy = {"temperature": 0.0}  # sent raw: this SDK version has no temperature argument
+    with claude.messages.stream(model="claude-sonnet-4-6", max_tokens=30, extra_body=greedy,
                                 system="Be brief.", messages=messages) as stream:  # type: ignore[arg-type]
         texts = list(stream.text_stream)
         final = stream.get_final_message()
@@ -31,7 +32,7 @@ def test_messages_stream_and_usage(claude: anthropic.Anthropic) -> None:
     usage = final.usage
     assert usage.input_tokens + (usage.cache_read_input_tokens or 0) + (
         usage.cache_creation_input_tokens or 0) == counted.input_tokens
-    whole = claude.messages.create(model=DEFAULT_MODEL, max_tokens=30, extra_body={"temperature": 0.0},
+    whole = claude.messages.create(model=DEFAULT_MODEL, max_tokens=30, extra_body=greedy,
                                    system="Be brief.", messages=messages)  # type: ignore[arg-type]
     assert whole.content[0].text == "".join(texts)  # type: ignore[union-attr]
     assert whole.stop_reason == final.stop_reason
