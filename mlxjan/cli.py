@@ -1,9 +1,8 @@
-"""`mlxjan serve | pull | list | rm`: a thin command line over plain functions."""
+"""`mlxjan serve | pull | list | rm | service | doctor`: a thin CLI over plain functions."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -12,15 +11,15 @@ from pydantic import ValidationError
 
 from mlxjan.errors import MlxjanError
 from mlxjan.models.store import ModelStore
+from mlxjan.runner import configure_logging
 from mlxjan.settings import Settings
-
-log = logging.getLogger("mlxjan")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     flags: dict[str, Any] = {
-        key: value for key in ("host", "port", "api_key", "engine", "data_dir",
-                               "context_length", "threads", "log_level", "request_timeout")
+        key: value for key in ("host", "port", "api_key", "api_key_file", "engine", "data_dir",
+                               "context_length", "threads", "log_level", "log_file",
+                               "request_timeout")
         if (value := getattr(args, key, None)) is not None
     }
     if getattr(args, "model", None):
@@ -44,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--context-length", type=int)
     serve.add_argument("--threads", type=int)
     serve.add_argument("--api-key")
+    serve.add_argument("--api-key-file", help="file holding the API key (mode 0600)")
+    serve.add_argument("--log-file", help="also log to this file, rotated at 10 MB")
     serve.add_argument("--request-timeout", type=float)
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     _add_store_flags(serve)
@@ -60,24 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     rm = sub.add_parser("rm", help="remove an installed model")
     rm.add_argument("model_id")
     _add_store_flags(rm)
+
+    service = sub.add_parser("service", help="run the server at login (launchd / systemd)")
+    service.add_argument("action", choices=["install", "uninstall", "start", "stop", "restart",
+                                            "status", "logs"])
+    service.add_argument("--manager", choices=["auto", "launchd", "systemd"], default="auto")
+
+    doctor = sub.add_parser("doctor", help="check port, service, models and memory")
+    doctor.add_argument("--port", type=int)
+    _add_store_flags(doctor)
     return parser
-
-
-def cmd_serve(settings: Settings) -> int:
-    import uvicorn
-
-    from mlxjan.models.fetch import ensure_model
-    from mlxjan.server.app import create_app
-
-    store = ModelStore(settings.data_dir)
-    if store.get(settings.default_model) is None:
-        log.info("default model %s is not installed; fetching it first", settings.default_model)
-    ensure_model(store, settings.default_model)
-    app = create_app(settings)
-    log.info("serving on http://%s:%d%s", settings.host, settings.port, settings.api_prefix)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=10)
-    return 0
 
 
 def cmd_pull(settings: Settings, source: str, model_id: str | None, quiet: bool) -> int:
@@ -115,15 +108,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"mlxjan: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         if args.command == "serve":
-            return cmd_serve(settings)
+            from mlxjan.runner import serve
+
+            return serve(settings)
         if args.command == "pull":
             return cmd_pull(settings, args.source, args.model_id, args.quiet)
         if args.command == "list":
             return cmd_list(settings)
+        if args.command == "service":
+            from mlxjan.service import manager_for
+
+            print(manager_for(args.manager).run(args.action))
+            return 0
+        if args.command == "doctor":
+            from mlxjan.doctor import doctor
+
+            return doctor(settings)
         return cmd_rm(settings, args.model_id)
     except MlxjanError as exc:
         print(f"mlxjan: {exc.message}", file=sys.stderr)

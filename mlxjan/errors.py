@@ -89,6 +89,19 @@ class PayloadTooLargeError(MlxjanError):
     anthropic_type = "request_too_large"
 
 
+class InsecureBindError(MlxjanError):
+    """A configuration the server refuses to start with."""
+
+    code = "insecure_bind"
+
+
+class UnsupportedMediaTypeError(MlxjanError):
+    status = 415
+    openai_type = "invalid_request_error"
+    code = "unsupported_media_type"
+    anthropic_type = "invalid_request_error"
+
+
 class OverloadedError(MlxjanError):
     status = 503
     openai_type = "server_error"

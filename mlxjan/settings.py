@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -49,6 +49,20 @@ def default_config_file() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".config") / "mlxjan" / "config.toml"
 
 
+def read_key_file(path: Path) -> str:
+    """The API key in `path`, which must be readable by its owner only (mode 0600)."""
+    try:
+        mode = path.stat().st_mode
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read api_key_file {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ValueError(f"api_key_file {path} is readable by others: chmod 600 {path}")
+    if not key:
+        raise ValueError(f"api_key_file {path} is empty")
+    return key
+
+
 class Settings(BaseSettings):
     """Mirrors Jan's Local API Server settings, plus the engine and model store."""
 
@@ -58,6 +72,8 @@ class Settings(BaseSettings):
     port: int = Field(default=1337, ge=1, le=65535)
     api_prefix: str = "/v1"
     api_key: SecretStr | None = None
+    # A file holding the key (mode 0600), so it stays off command lines and plists.
+    api_key_file: Path | None = None
     trusted_hosts: list[str] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=list)
     request_timeout: float = Field(default=600.0, gt=0)
@@ -78,6 +94,14 @@ class Settings(BaseSettings):
     anthropic_sonnet_model: str | None = None
     anthropic_haiku_model: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # When set, logs go to this file too, rotated at 10 MB with 5 old files kept.
+    log_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> Settings:
+        if self.api_key is None and self.api_key_file is not None:
+            self.api_key = SecretStr(read_key_file(self.api_key_file))
+        return self
 
     @classmethod
     def settings_customise_sources(

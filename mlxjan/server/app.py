@@ -44,7 +44,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
 
     @app.get("/health", tags=["server"])
     async def health() -> dict[str, object]:
-        return {"status": "ok", "version": __version__}
+        return {"status": "ok", "name": "mlxjan", "version": __version__}
 
     app.include_router(models_router, prefix=settings.api_prefix)
     app.include_router(openai_router, prefix=settings.api_prefix)

@@ -91,7 +91,9 @@ def install_error_handlers(app: FastAPI, api_prefix: str) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return render(request, http_error(exc))
+        response = render(request, http_error(exc))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     app.add_exception_handler(MlxjanError, on_mlxjan_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -9,7 +9,7 @@ from mlxjan.server.anthropic.routes import serving as messages_serving
 from mlxjan.server.openai import schemas as openai
 from mlxjan.server.openai.routes import serving as chat_serving
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=openai.ERROR_RESPONSES)
 
 
 @router.get("/models", response_model=openai.ModelList | anthropic.ModelListOut)

@@ -6,11 +6,20 @@ Plain ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouche
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlxjan.errors import AuthenticationError, ForbiddenError, MlxjanError, PayloadTooLargeError
+from mlxjan.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    InsecureBindError,
+    MlxjanError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 from mlxjan.server.errors import error_response, protocol_of
 from mlxjan.settings import Settings
 
@@ -24,6 +33,21 @@ def allowed_hosts(settings: Settings) -> frozenset[str]:
     if settings.host not in ("0.0.0.0", "::", ""):
         extra.add(settings.host.lower())
     return LOOPBACK_HOSTS | extra
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to listen beyond loopback without an API key."""
+    if not is_loopback(settings.host) and settings.api_key is None:
+        raise InsecureBindError(
+            f"refusing to listen on {settings.host} without an API key: anyone on the network "
+            "could use this server. Set api_key (or api_key_file), or bind 127.0.0.1.")
 
 
 def host_name(header: str) -> str:
@@ -42,6 +66,7 @@ class SecurityMiddleware:
         self._key = settings.api_key.get_secret_value().encode() if settings.api_key else None
         self._max_body = settings.max_body_bytes
         self._prefix = settings.api_prefix
+        self._origins = frozenset(o.rstrip("/") for o in settings.cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,10 +88,24 @@ class SecurityMiddleware:
                 and scope["method"] != "OPTIONS" and not self._key_ok(headers):
             return AuthenticationError("Invalid or missing API key. Send it as "
                                        "'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_ok(origin):
+            # Browsers send Origin on cross-site requests: a page the user merely visits must
+            # not drive the local server (CORS alone would still let a "simple" POST through).
+            return ForbiddenError(f"Origin '{origin}' is not allowed (add it to cors_origins).")
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self._max_body:
             return _too_large(self._max_body)
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        has_body = length not in ("", "0") or "transfer-encoding" in headers
+        if has_body and content_type != "application/json":
+            return UnsupportedMediaTypeError(
+                "POST bodies must be JSON: send 'Content-Type: application/json'.")
         return None
+
+    def _origin_ok(self, origin: str) -> bool:
+        return origin.rstrip("/") in self._origins or re.fullmatch(
+            LOOPBACK_ORIGIN_REGEX, origin) is not None
 
     def _key_ok(self, headers: dict[str, str]) -> bool:
         assert self._key is not None

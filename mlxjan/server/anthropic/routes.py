@@ -14,7 +14,7 @@ def serving(request: Request) -> MessagesServing:
     return found
 
 
-router = APIRouter(tags=["anthropic"])
+router = APIRouter(tags=["anthropic"], responses=s.ERROR_RESPONSES)
 
 
 @router.post(

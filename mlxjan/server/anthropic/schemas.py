@@ -174,3 +174,23 @@ class ModelListOut(BaseModel):
     has_more: bool = False
     first_id: str | None
     last_id: str | None
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    type: Literal["error"] = "error"
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in {
+        400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+        404: "not_found_error", 408: "request timeout", 413: "request_too_large",
+        415: "body is not JSON", 500: "api_error", 529: "overloaded_error",
+    }.items()
+}

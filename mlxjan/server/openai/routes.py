@@ -14,7 +14,7 @@ def serving(request: Request) -> ChatServing:
     return serving
 
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=s.ERROR_RESPONSES)
 
 
 @router.post(

@@ -209,3 +209,24 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Invalid request", 401: "Missing or wrong API key", 403: "Host or Origin refused",
+        404: "Unknown model", 408: "Request timeout", 413: "Body too large",
+        415: "Body is not JSON", 500: "Engine error", 503: "Overloaded",
+    }.items()
+}

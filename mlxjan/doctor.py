@@ -1,0 +1,73 @@
+"""`mlxjan doctor`: what stands between this machine and a working server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlxjan.models.catalog import CATALOG
+from mlxjan.models.store import ModelStore
+from mlxjan.runner import port_state
+from mlxjan.service import manager_for
+from mlxjan.settings import Settings
+
+# Weights plus the KV cache at the default context and working buffers, roughly.
+MEMORY_OVERHEAD = 1.3
+KV_AND_BUFFERS = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new work (Linux: MemAvailable; elsewhere: total)."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    checks: list[Check] = []
+    state = port_state(settings.host, settings.port)
+    where = f"{settings.host}:{settings.port}"
+    checks.append(Check("port", state != "other", {
+        "free": f"{where} is free", "mlxjan": f"mlxjan is serving on {where}",
+        "other": f"{where} is held by another program"}[state]))
+    service = manager_for("auto")
+    installed = service.definition.exists()
+    checks.append(Check("service", True, f"installed ({service.definition})" if installed
+                        else "not installed (`mlxjan service install` starts it at login)"))
+    store = ModelStore(settings.data_dir)
+    models = store.list()
+    default = store.get(settings.default_model)
+    checks.append(Check("models", default is not None or settings.default_model in CATALOG,
+                        f"{len(models)} installed in {store.models_dir}; default "
+                        f"'{settings.default_model}' "
+                        + ("installed" if default else "will be fetched by `mlxjan serve`")))
+    size = default.size if default else CATALOG[settings.default_model].size \
+        if settings.default_model in CATALOG else None
+    free = available_memory()
+    if size is not None and free is not None:
+        need = int(size * MEMORY_OVERHEAD) + KV_AND_BUFFERS
+        checks.append(Check("memory", free >= need, f"{free / 2**30:.1f} GiB available, the "
+                            f"default model needs about {need / 2**30:.1f} GiB"))
+    return checks
+
+
+def doctor(settings: Settings) -> int:
+    checks = run_checks(settings)
+    for check in checks:
+        print(f"{'ok ' if check.ok else 'BAD'} {check.name:8} {check.detail}", file=sys.stdout)
+    return 0 if all(c.ok for c in checks) else 1

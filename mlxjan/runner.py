@@ -1,0 +1,83 @@
+"""Running the server process: logging, start-up checks, uvicorn, graceful shutdown.
+
+The process never daemonises: launchd or systemd supervise it. SIGTERM (uvicorn's handler)
+stops accepting, gives in-flight requests a few seconds, cancels the rest and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import socket
+import sys
+import urllib.error
+import urllib.request
+from typing import Literal
+
+from mlxjan.errors import MlxjanError
+from mlxjan.models.fetch import ensure_model
+from mlxjan.models.store import ModelStore
+from mlxjan.server.security import check_bind
+from mlxjan.settings import Settings
+
+log = logging.getLogger("mlxjan")
+GRACEFUL_SHUTDOWN_SECONDS = 5  # leaves time to unload within launchd's ExitTimeOut
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PortState = Literal["free", "mlxjan", "other"]
+
+
+class PortInUseError(MlxjanError):
+    code = "port_in_use"
+
+
+def configure_logging(settings: Settings) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if settings.log_file is not None:
+        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.handlers.RotatingFileHandler(
+            settings.log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"))
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, handlers=handlers,
+                        force=True)
+
+
+def port_state(host: str, port: int) -> PortState:
+    """Whether `port` is free, held by a healthy mlxjan, or held by something else."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host.strip("[]")
+    try:
+        with socket.create_connection((target, port), timeout=1):
+            pass
+    except OSError:
+        return "free"
+    url_host = f"[{target}]" if ":" in target else target
+    try:
+        with urllib.request.urlopen(f"http://{url_host}:{port}/health", timeout=2) as resp:
+            body = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return "other"
+    return "mlxjan" if isinstance(body, dict) and body.get("name") == "mlxjan" else "other"
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from mlxjan.server.app import create_app
+
+    check_bind(settings)
+    state = port_state(settings.host, settings.port)
+    if state == "mlxjan":
+        # Exit 0 so that a supervisor (launchd KeepAlive) does not respawn in a loop.
+        log.info("mlxjan is already running on %s:%d; nothing to do", settings.host,
+                 settings.port)
+        return 0
+    if state == "other":
+        raise PortInUseError(f"port {settings.port} on {settings.host} is in use by another "
+                             "program; choose another with --port")
+    ensure_model(ModelStore(settings.data_dir), settings.default_model)
+    app = create_app(settings)
+    log.info("serving on http://%s:%d%s", settings.host, settings.port, settings.api_prefix)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            log_level=settings.log_level,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    uvicorn.Server(config).run()
+    return 0

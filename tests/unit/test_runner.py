@@ -1,0 +1,222 @@
+"""Start-up of the server process: who holds the port, the bind check, logging to a file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlxjan import runner
+from mlxjan.cli import main
+from mlxjan.errors import InsecureBindError
+from mlxjan.runner import PortInUseError, configure_logging, port_state, serve
+from mlxjan.server.security import check_bind
+from mlxjan.settings import Settings
+from tests.serving import free_port
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("MLXJAN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MLXJAN_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("MLXJAN_HOME", str(tmp_path / "data"))
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """`configure_logging` replaces the root handlers: close its own, put pytest's back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@contextmanager
+def tcp_listener(handle: Callable[[socketserver.BaseRequestHandler], None]) -> Iterator[int]:
+    """A loopback TCP server in a thread, each connection given to `handle`; yields its port."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            handle(self)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+@contextmanager
+def http_health(body: bytes, status: int = 200) -> Iterator[int]:
+    """A tiny http.server answering every GET with `body`; yields its port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+MLXJAN_HEALTH = json.dumps({"status": "ok", "name": "mlxjan"}).encode()
+
+
+def test_unused_port_is_free() -> None:
+    assert port_state("127.0.0.1", free_port()) == "free"
+
+
+def test_listener_that_hangs_up_is_other() -> None:
+    with tcp_listener(lambda h: None) as port:  # accepts, then closes at once
+        assert port_state("127.0.0.1", port) == "other"
+
+
+def test_listener_that_speaks_another_protocol_is_other() -> None:
+    def redis_like(h: socketserver.BaseRequestHandler) -> None:
+        h.request.recv(4096)
+        h.request.sendall(b"-ERR unknown command 'GET'\r\n")
+
+    with tcp_listener(redis_like) as port:
+        assert port_state("127.0.0.1", port) == "other"
+
+
+@pytest.mark.parametrize("body", [
+    json.dumps({"status": "ok"}).encode(),
+    json.dumps({"status": "ok", "name": "something-else"}).encode(),
+    json.dumps(["mlxjan"]).encode(),
+    b"<html>not json</html>",
+])
+def test_other_http_server_is_other(body: bytes) -> None:
+    with http_health(body) as port:
+        assert port_state("127.0.0.1", port) == "other"
+
+
+def test_http_error_status_is_other() -> None:
+    with http_health(MLXJAN_HEALTH, status=404) as port:
+        assert port_state("127.0.0.1", port) == "other"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0.0.0.0"])
+def test_healthy_mlxjan_is_recognised(host: str) -> None:
+    with http_health(MLXJAN_HEALTH) as port:
+        assert port_state(host, port) == "mlxjan"
+
+
+def test_probe_ignores_http_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy from the user's shell must not receive the loopback probe.
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with http_health(MLXJAN_HEALTH) as port:
+        assert port_state("127.0.0.1", port) == "mlxjan"
+
+
+def _no_model_fetch(*args: object) -> None:
+    raise AssertionError("serve() went on to fetch the model")
+
+
+def test_serve_exits_0_when_mlxjan_already_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "port_state", lambda host, port: "mlxjan")
+    monkeypatch.setattr(runner, "ensure_model", _no_model_fetch)
+    assert serve(Settings()) == 0
+
+
+def test_serve_refuses_a_port_held_by_another_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "port_state", lambda host, port: "other")
+    monkeypatch.setattr(runner, "ensure_model", _no_model_fetch)
+    with pytest.raises(PortInUseError, match="in use by another program"):
+        serve(Settings(port=4321))
+
+
+def test_serve_checks_the_bind_before_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "port_state", lambda host, port: "mlxjan")
+    with pytest.raises(InsecureBindError):
+        serve(Settings(host="0.0.0.0"))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "", "example.com"])
+def test_network_bind_without_key_is_refused(host: str) -> None:
+    with pytest.raises(InsecureBindError, match="without an API key"):
+        check_bind(Settings(host=host))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5"])
+def test_network_bind_with_key_is_allowed(host: str) -> None:
+    check_bind(Settings(host=host, api_key="s3cret"))
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_network_bind_with_blank_key_is_refused(key: str) -> None:
+    # The middleware treats an empty key as "no key": the bind check must too.
+    with pytest.raises(InsecureBindError):
+        check_bind(Settings(host="0.0.0.0", api_key=key))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "[::1]", "localhost", "LocalHost",
+                                  "127.0.0.2"])
+def test_loopback_bind_needs_no_key(host: str) -> None:
+    check_bind(Settings(host=host))
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_serve_refuses_network_bind_without_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to listen on 0.0.0.0 without an API key" in err
+    assert not (tmp_path / "models").exists()  # refused before fetching anything
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configure_logging_writes_to_a_rotating_file(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "nested" / "server.log"
+    configure_logging(Settings(log_file=log_file, log_level="debug"))
+    root = logging.getLogger()
+    files = [h for h in root.handlers if isinstance(h, logging.handlers.RotatingFileHandler)]
+    assert len(files) == 1
+    assert Path(files[0].baseFilename) == log_file
+    assert files[0].maxBytes > 0 and files[0].backupCount > 0
+    assert root.level == logging.DEBUG
+    logging.getLogger("mlxjan.test").info("hello from the test")
+    files[0].flush()
+    text = log_file.read_text(encoding="utf-8")
+    assert "INFO mlxjan.test: hello from the test" in text
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configure_logging_without_file_adds_no_file_handler() -> None:
+    configure_logging(Settings())
+    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers)
