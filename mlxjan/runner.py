@@ -6,14 +6,19 @@ stops accepting, gives in-flight requests a few seconds, cancels the rest and ex
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import logging.handlers
+import signal
 import socket
 import sys
 import urllib.error
 import urllib.request
+from types import FrameType
 from typing import Literal
+
+import uvicorn
 
 from mlxjan.errors import MlxjanError
 from mlxjan.models.fetch import ensure_model
@@ -25,6 +30,17 @@ log = logging.getLogger("mlxjan")
 GRACEFUL_SHUTDOWN_SECONDS = 5  # leaves time to unload within launchd's ExitTimeOut
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PortState = Literal["free", "mlxjan", "other"]
+
+
+class SupervisedServer(uvicorn.Server):
+    """SIGTERM is a supervisor's normal stop: after the graceful shutdown the process exits
+    0, instead of uvicorn re-raising the signal (status "killed by SIGTERM", which launchd
+    and systemd count as a failure)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            self._captured_signals.remove(sig)
 
 
 class PortInUseError(MlxjanError):
@@ -50,17 +66,18 @@ def port_state(host: str, port: int) -> PortState:
     except OSError:
         return "free"
     url_host = f"[{target}]" if ":" in target else target
+    # Straight to the port: a proxy from the environment (http_proxy) must not get the probe.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(f"http://{url_host}:{port}/health", timeout=2) as resp:
+        with opener.open(f"http://{url_host}:{port}/health", timeout=2) as resp:
             body = json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+        # HTTPException: a listener that answers, but not in HTTP (BadStatusLine).
         return "other"
     return "mlxjan" if isinstance(body, dict) and body.get("name") == "mlxjan" else "other"
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
     from mlxjan.server.app import create_app
 
     check_bind(settings)
@@ -79,5 +96,5 @@ def serve(settings: Settings) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             log_level=settings.log_level,
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
-    uvicorn.Server(config).run()
+    SupervisedServer(config).run()
     return 0

@@ -44,7 +44,9 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(settings: Settings) -> None:
     """Refuse to listen beyond loopback without an API key."""
-    if not is_loopback(settings.host) and settings.api_key is None:
+    # An empty key counts as none: SecurityMiddleware does not enforce it.
+    no_key = settings.api_key is None or not settings.api_key.get_secret_value()
+    if not is_loopback(settings.host) and no_key:
         raise InsecureBindError(
             f"refusing to listen on {settings.host} without an API key: anyone on the network "
             "could use this server. Set api_key (or api_key_file), or bind 127.0.0.1.")

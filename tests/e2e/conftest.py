@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import openai
@@ -31,29 +33,49 @@ def default_model_path() -> Path:
     return store.weights_path(manifest)
 
 
+@dataclass
+class ServerProcess:
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def serve_process(log_dir: Path, *args: str, port: int | None = None
+                  ) -> Iterator[ServerProcess]:
+    """`mlxjan serve` as a real process on a free loopback port, stopped afterwards."""
+    port = port or free_port()
+    log = log_dir / f"serve-{port}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlxjan", "serve", "--port", str(port), *args],
+            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server = ServerProcess(f"http://127.0.0.1:{port}", port, proc, log)
+    try:
+        try:
+            wait_until_up(server.url, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{log.read_text()}") from exc
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def server_url(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlxjan", "serve", "--port", str(port)],
-            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_up(url, proc)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}\n{log.read_text()}") from exc
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_process(tmp_path_factory.mktemp("serve")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
