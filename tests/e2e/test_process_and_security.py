@@ -44,7 +44,7 @@ def _routes(server: ServerProcess) -> list[tuple[str, str]]:
 
 def test_missing_or_wrong_key_is_401_on_every_route_in_both_shapes(
         keyed: ServerProcess) -> None:
-    routes = _routes(keyed) + [("GET", "/openapi.json"), ("GET", "/docs")]
+    routes = [*_routes(keyed), ("GET", "/openapi.json"), ("GET", "/docs")]
     assert ("POST", "/v1/messages") in routes and ("POST", "/v1/chat/completions") in routes
     for method, path in routes:
         if path == "/health":
