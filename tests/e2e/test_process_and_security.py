@@ -69,7 +69,7 @@ def test_missing_or_wrong_key_is_401_on_every_route_in_both_shapes(
 
 
 def test_rebinding_host_is_403(keyed: ServerProcess) -> None:
-    for host in ("attacker.example", "attacker.example:%d" % keyed.port, "127.0.0.1.nip.io"):
+    for host in ("attacker.example", f"attacker.example:{keyed.port}", "127.0.0.1.nip.io"):
         response = httpx.get(f"{keyed.url}/v1/models",
                              headers={"Host": host, "x-api-key": KEY})
         assert response.status_code == 403, host
