@@ -136,6 +136,9 @@ class Launchd:
             _call("launchctl", "bootout", target, ok_codes=(0, 3, 5, 36, 113))
             return "stopped (starts again at next login; `mlxjan service start` now)"
         if action == "restart":
+            # After `stop` the job is unloaded: load it again, then kill and restart it.
+            _call("launchctl", "bootstrap", self.domain, str(self.definition),
+                  ok_codes=(0, 5, 37))
             _call("launchctl", "kickstart", "-k", target)
             return "restarted"
         if action == "status":

@@ -205,8 +205,9 @@ def test_launchd_lifecycle(isolated: Path, calls: Callable[[], list[str]],
                        f"launchctl kickstart {target}"]
     assert _launchd("stop") == 0
     assert calls() == [f"launchctl bootout {target}"]
-    assert _launchd("restart") == 0
-    assert calls() == [f"launchctl kickstart -k {target}"]
+    assert _launchd("restart") == 0  # works after stop too: loads the job again first
+    assert calls() == [f"launchctl bootstrap {domain} {plist_path}",
+                       f"launchctl kickstart -k {target}"]
 
     capsys.readouterr()
     monkeypatch.setenv("STUB_STDOUT", "state = running")
@@ -244,9 +245,9 @@ def test_failing_launchctl_is_reported(isolated: Path, calls: Callable[[], list[
     calls()
     capsys.readouterr()
     monkeypatch.setenv("STUB_EXIT", "1")
-    assert _launchd("restart") == 1
+    assert _launchd("status") == 1
     err = capsys.readouterr().err
-    assert "launchctl kickstart -k" in err and "failed (1)" in err
+    assert "launchctl print" in err and "failed (1)" in err
     assert "stub launchctl says no" in err
 
 
