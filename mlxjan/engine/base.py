@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 Role = Literal["system", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,30 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class JsonOutput:
+    """The answer must be JSON: an object matching `schema`, or any object if None."""
+
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ForcedToolCall:
+    """The answer must be a call to the named tool (any declared tool if None)."""
+
+    name: str | None = None
+
+
+Constraint: TypeAlias = JsonOutput | ForcedToolCall
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     model: str
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    tools: tuple[dict[str, object], ...] = ()
+    # OpenAI-shaped tool definitions; when present, tool calls are parsed out of the answer.
+    tools: tuple[dict[str, Any], ...] = ()
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)
@@ -88,13 +107,25 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """Part of a tool call: the first one for an index carries id and name."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str  # a fragment of the JSON arguments text
+
+
+@dataclass(frozen=True)
 class Finished:
     reason: FinishReason
     usage: Usage
     stop_sequence: str | None = None
 
 
-Event: TypeAlias = Started | TextDelta | Finished
+Event: TypeAlias = Started | TextDelta | ToolCallDelta | Finished
+# What follows Started in a stream.
+Generated: TypeAlias = TextDelta | ToolCallDelta | Finished
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 
+from mlxjan.chat.tool_calls import HERMES, ToolFormat, declared_tools
+from mlxjan.chat.tool_stream import ToolCallSplitter
 from mlxjan.engine.base import Event, GenerationRequest, Started
 from mlxjan.engine.generation import SampledToken, decode_loop
 from mlxjan.engine.worker import Emit, EngineThread
@@ -28,12 +30,13 @@ def echo_last_user(request: GenerationRequest) -> str:
 class FakeEngine:
     def __init__(self, model_id: str, script: Script = echo_last_user, *,
                  context_length: int = 4096, token_delay: float = 0.0,
-                 char_tokens: bool = False) -> None:
+                 char_tokens: bool = False, tool_format: ToolFormat = HERMES) -> None:
         self.model_id = model_id
         self.script = script
         self.context_length = context_length
         self.token_delay = token_delay
         self.char_tokens = char_tokens
+        self.tool_format = tool_format
         self.requests: list[GenerationRequest] = []
         self.tokens_produced = 0  # lets tests see that a cancelled stream stopped early
         self._thread = EngineThread(f"fake-{model_id}")
@@ -51,8 +54,11 @@ class FakeEngine:
         emit(Started(prompt_tokens))
         room = self.context_length - prompt_tokens
         limit = min(request.sampling.max_tokens or room, room)
+        declared = declared_tools(request.tools)
+        splitter = ToolCallSplitter(self.tool_format, declared) if declared else None
         decode_loop(self._tokens(request), request.sampling, prompt_tokens=prompt_tokens,
-                    cached_tokens=0, max_new_tokens=limit, emit=emit, cancelled=cancelled)
+                    cached_tokens=0, max_new_tokens=limit, emit=emit, cancelled=cancelled,
+                    tool_calls=splitter)
 
     def _tokens(self, request: GenerationRequest) -> Iterator[SampledToken]:
         reply = self.script(request)

@@ -10,7 +10,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mlxjan.engine.base import Finished, FinishReason, SamplingParams, TokenLogprob, Usage
+from mlxjan.chat.tool_stream import ToolCallSplitter
+from mlxjan.engine.base import (
+    Finished,
+    FinishReason,
+    SamplingParams,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
 from mlxjan.engine.text import DeltaAssembler
 from mlxjan.engine.worker import Emit
 
@@ -31,9 +39,14 @@ def decode_loop(
     max_new_tokens: int,
     emit: Emit,
     cancelled: threading.Event,
+    tool_calls: ToolCallSplitter | None = None,
 ) -> None:
-    """Drain `tokens` into events until a stop rule fires; emits exactly one Finished."""
+    """Drain `tokens` into events until a stop rule fires; emits exactly one Finished.
+
+    With `tool_calls`, text passes through it and calls come out as ToolCallDeltas.
+    """
     assembler = DeltaAssembler(sampling.stop)
+    out = _Output(emit, tool_calls)
     generated = 0
     reason: FinishReason = "length"
     for token in tokens:
@@ -43,9 +56,7 @@ def decode_loop(
             reason = "stop"
             break
         generated += 1
-        delta = assembler.push(token.piece, token.logprob)
-        if delta is not None:
-            emit(delta)
+        out.send(assembler.push(token.piece, token.logprob))
         if assembler.stop_sequence is not None:
             reason = "stop"
             break
@@ -55,10 +66,34 @@ def decode_loop(
         return
     stop_sequence = assembler.stop_sequence
     if stop_sequence is None:
-        tail = assembler.finish()
-        if tail is not None:
-            emit(tail)
+        out.send(assembler.finish())
         if assembler.stop_sequence is not None:
             stop_sequence, reason = assembler.stop_sequence, "stop"
-    usage = Usage(prompt_tokens, generated, cached_tokens)
-    emit(Finished(reason, usage, stop_sequence))
+    if out.finish() and reason == "stop":
+        reason = "tool_calls"
+    emit(Finished(reason, Usage(prompt_tokens, generated, cached_tokens), stop_sequence))
+
+
+class _Output:
+    """Where text deltas go: straight out, or through the tool-call splitter."""
+
+    def __init__(self, emit: Emit, splitter: ToolCallSplitter | None) -> None:
+        self._emit = emit
+        self._splitter = splitter
+
+    def send(self, delta: TextDelta | None) -> None:
+        if delta is None:
+            return
+        if self._splitter is None:
+            self._emit(delta)
+            return
+        for event in self._splitter.feed(delta.text):
+            self._emit(event)
+
+    def finish(self) -> bool:
+        """Flush what the splitter held; True if the answer made tool calls."""
+        if self._splitter is None:
+            return False
+        for event in self._splitter.finish():
+            self._emit(event)
+        return self._splitter.calls > 0

@@ -11,13 +11,16 @@ import asyncio
 import logging
 import random
 import threading
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlxjan.chat.constraints import gbnf_for
 from mlxjan.chat.template import ChatTemplate
+from mlxjan.chat.tool_calls import JsonSchema, ToolFormat, declared_tools, detect_format
+from mlxjan.chat.tool_stream import ToolCallSplitter
 from mlxjan.engine.base import Event, GenerationRequest, SamplingParams, Started, TokenLogprob
 from mlxjan.engine.generation import SampledToken, decode_loop
 from mlxjan.engine.worker import Emit, EngineThread
@@ -25,6 +28,7 @@ from mlxjan.errors import ContextLengthExceededError, EngineError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
 
 log = logging.getLogger(__name__)
 _RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
@@ -121,12 +125,32 @@ class LlamaCppEngine:
         emit(Started(len(prompt), cached))
         sampling = request.sampling
         limit = min(sampling.max_tokens or room, room)
-        decode_loop(self._sample(llm, prompt, sampling), sampling,
+        fmt = detect_format(self._template_source)
+        declared = declared_tools(request.tools)
+        grammar = self._grammar(request, fmt, declared)
+        splitter = ToolCallSplitter(fmt, declared) if declared else None
+        decode_loop(self._sample(llm, prompt, sampling, grammar), sampling,
                     prompt_tokens=len(prompt), cached_tokens=cached, max_new_tokens=limit,
-                    emit=emit, cancelled=cancelled)
+                    emit=emit, cancelled=cancelled, tool_calls=splitter)
 
-    def _sample(self, llm: Llama, prompt: list[int],
-                sampling: SamplingParams) -> Iterator[SampledToken]:
+    @staticmethod
+    def _grammar(request: GenerationRequest, fmt: ToolFormat,
+                 declared: Mapping[str, JsonSchema]) -> LlamaGrammar | None:
+        if request.constraint is None:
+            return None
+        gbnf = gbnf_for(request.constraint, fmt, declared)
+        if gbnf is None:
+            return None
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        try:
+            return LlamaGrammar.from_string(gbnf, verbose=False)
+        except ValueError as exc:  # llama.cpp refused the grammar text
+            log.warning("llama.cpp rejected the grammar (%s); decoding unconstrained", exc)
+            return None
+
+    def _sample(self, llm: Llama, prompt: list[int], sampling: SamplingParams,
+                grammar: LlamaGrammar | None = None) -> Iterator[SampledToken]:
         import llama_cpp
 
         seed = _RANDOM_SEED if sampling.seed is None else sampling.seed % _RANDOM_SEED
@@ -137,7 +161,7 @@ class LlamaCppEngine:
                 prompt, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
                 temp=sampling.temperature, repeat_penalty=sampling.repetition_penalty,
                 frequency_penalty=sampling.frequency_penalty,
-                presence_penalty=sampling.presence_penalty,
+                presence_penalty=sampling.presence_penalty, grammar=grammar,
             ):
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     yield SampledToken(b"", end_of_generation=True)

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mlxjan.engine.base import Event, Finished, Started, TextDelta
+from mlxjan.engine.base import Event, Finished, Started, TextDelta, ToolCallDelta
 from mlxjan.errors import EngineError, MlxjanError
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class EngineThread:
                     return
                 if isinstance(item, _Failed):
                     raise item.error
-                assert isinstance(item, (Started, TextDelta, Finished))
+                assert isinstance(item, (Started, TextDelta, ToolCallDelta, Finished))
                 yield item
         finally:
             cancelled.set()

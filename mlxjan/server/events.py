@@ -14,7 +14,16 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from mlxjan.engine.base import Engine, Event, Finished, GenerationRequest, Started, TextDelta
+from mlxjan.engine.base import (
+    Engine,
+    Event,
+    Finished,
+    Generated,
+    GenerationRequest,
+    Started,
+    TextDelta,
+    ToolCallDelta,
+)
 from mlxjan.errors import EngineError, RequestTimeoutError
 
 log = logging.getLogger(__name__)
@@ -28,7 +37,7 @@ class KeepAlive:
 @dataclass
 class OpenedStream:
     started: Started
-    events: AsyncIterator[TextDelta | Finished]
+    events: AsyncIterator[Generated]
 
 
 async def open_stream(engine: Engine, request: GenerationRequest,
@@ -42,10 +51,10 @@ async def open_stream(engine: Engine, request: GenerationRequest,
     return OpenedStream(first, _after_start(events, request.model, began))
 
 
-async def drain(events: AsyncIterator[TextDelta | Finished]
-                ) -> tuple[list[TextDelta], Finished]:
+async def drain(events: AsyncIterator[Generated]
+                ) -> tuple[list[TextDelta | ToolCallDelta], Finished]:
     """Collect a whole stream: the non-streaming responses use the same events."""
-    deltas: list[TextDelta] = []
+    deltas: list[TextDelta | ToolCallDelta] = []
     async for event in events:
         if isinstance(event, Finished):
             return deltas, event
@@ -53,11 +62,11 @@ async def drain(events: AsyncIterator[TextDelta | Finished]
     raise EngineError("the engine ended the stream without finishing")
 
 
-async def with_keepalive(events: AsyncIterator[TextDelta | Finished], interval: float
-                         ) -> AsyncGenerator[TextDelta | Finished | KeepAlive, None]:
+async def with_keepalive(events: AsyncIterator[Generated], interval: float
+                         ) -> AsyncGenerator[Generated | KeepAlive, None]:
     """Pass events through, adding a KeepAlive after each `interval` seconds of silence."""
     iterator = aiter(events)
-    pending: asyncio.Future[TextDelta | Finished] | None = None
+    pending: asyncio.Future[Generated] | None = None
     try:
         while True:
             if pending is None:
@@ -83,7 +92,7 @@ async def with_keepalive(events: AsyncIterator[TextDelta | Finished], interval: 
 
 
 async def _after_start(events: AsyncGenerator[Event, None], model: str, began: float
-                       ) -> AsyncIterator[TextDelta | Finished]:
+                       ) -> AsyncIterator[Generated]:
     first_token: float | None = None
     try:
         async for event in events:

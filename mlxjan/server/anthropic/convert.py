@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+from mlxjan.chat.constraints import apply_tool_choice
+from mlxjan.chat.tool_stream import assemble_calls
 from mlxjan.engine.base import (
     ChatMessage,
     Finished,
+    FinishReason,
+    ForcedToolCall,
     GenerationRequest,
     SamplingParams,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from mlxjan.errors import InvalidRequestError, ModelNotFoundError
@@ -43,11 +49,24 @@ def to_generation_request(req: s.MessagesRequest | s.CountTokensRequest,
         messages.append(ChatMessage("system", system))
     for index, message in enumerate(req.messages):
         messages.extend(_convert_message(message, index))
-    use_tools = req.tool_choice is None or req.tool_choice.type != "none"
-    tools = tuple(_tool(t) for t in req.tools or ()) if use_tools else ()
+    tools, forced = _tools(req)
     sampling = _sampling(req) if isinstance(req, s.MessagesRequest) else SamplingParams()
     return GenerationRequest(model=model_id, messages=tuple(messages), sampling=sampling,
-                             tools=tools)
+                             tools=tools, constraint=forced)
+
+
+def _tools(req: s.MessagesRequest | s.CountTokensRequest
+           ) -> tuple[tuple[dict[str, Any], ...], ForcedToolCall | None]:
+    tools = tuple(_tool(t) for t in req.tools or ())
+    choice = req.tool_choice
+    if choice is None:
+        return apply_tool_choice(tools, "auto")
+    if choice.type == "tool":
+        if not choice.name:
+            raise InvalidRequestError("tool_choice type 'tool' needs a name.",
+                                      param="tool_choice.name")
+        return apply_tool_choice(tools, "required", choice.name)
+    return apply_tool_choice(tools, "required" if choice.type == "any" else choice.type)
 
 
 def system_text(system: str | Sequence[s.TextBlock] | None) -> str:
@@ -127,10 +146,20 @@ def _tool_result_text(block: s.ToolResultBlock, where: str) -> str:
 # --- engine events -> responses ------------------------------------------------------------
 
 
+STOP_REASONS: dict[FinishReason, s.StopReason] = {
+    "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+}
+
+
 def stop_reason(finished: Finished) -> s.StopReason:
     if finished.stop_sequence is not None:
         return "stop_sequence"
-    return "max_tokens" if finished.reason == "length" else "end_turn"
+    return STOP_REASONS[finished.reason]
+
+
+def tool_use_id(call_id: str) -> str:
+    """Anthropic's id style for a call id made by the engine."""
+    return "toolu_" + call_id.removeprefix("call_")
 
 
 def usage_out(prompt_tokens: int, cached_tokens: int, output_tokens: int) -> s.UsageOut:
@@ -139,13 +168,16 @@ def usage_out(prompt_tokens: int, cached_tokens: int, output_tokens: int) -> s.U
                       cache_read_input_tokens=cached_tokens, cache_creation_input_tokens=0)
 
 
-def message(message_id: str, model: str, deltas: Sequence[TextDelta],
+def message(message_id: str, model: str, deltas: Sequence[TextDelta | ToolCallDelta],
             finished: Finished) -> s.MessageOut:
-    text = "".join(d.text for d in deltas)
+    text = "".join(d.text for d in deltas if isinstance(d, TextDelta))
+    content: list[s.TextOut | s.ToolUseOut] = [s.TextOut(text=text)] if text else []
+    for call in assemble_calls(d for d in deltas if isinstance(d, ToolCallDelta)):
+        content.append(s.ToolUseOut(id=tool_use_id(call.id), name=call.name,
+                                    input=json.loads(call.arguments or "{}")))
     usage: Usage = finished.usage
     return s.MessageOut(
-        id=message_id, model=model,
-        content=[s.TextOut(text=text)] if text else [],
+        id=message_id, model=model, content=content,
         stop_reason=stop_reason(finished), stop_sequence=finished.stop_sequence,
         usage=usage_out(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens),
     )

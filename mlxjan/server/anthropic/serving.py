@@ -77,7 +77,7 @@ async def _sse_events(stream: MessageStream, opened: OpenedStream,
             elif isinstance(event, Finished):
                 batch = stream.finish(event)
             else:
-                batch = stream.on_text(event)
+                batch = stream.on_delta(event)
             for name, payload in batch:
                 yield sse.named(name, payload)
     except MlxjanError as err:

@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from mlxjan.engine.base import Finished, Started, TextDelta
+from mlxjan.engine.base import Finished, Started, TextDelta, ToolCallDelta
 from mlxjan.server.anthropic import schemas as s
-from mlxjan.server.anthropic.convert import stop_reason, usage_out
+from mlxjan.server.anthropic.convert import stop_reason, tool_use_id, usage_out
 
-BlockType = Literal["text"]
+BlockType = Literal["text", "tool_use"]
 StreamEvent = tuple[str, BaseModel]
 
 
@@ -49,12 +49,27 @@ class MessageStream:
         )
         return [_event("message_start", message=message.model_dump(mode="json"))]
 
-    def on_text(self, delta: TextDelta) -> list[StreamEvent]:
+    def on_delta(self, delta: TextDelta | ToolCallDelta) -> list[StreamEvent]:
+        if isinstance(delta, ToolCallDelta):
+            return self._on_tool_call(delta)
         if not delta.text:
             return []
         events = self._switch_to("text", {"type": "text", "text": ""})
         events.append(_event("content_block_delta", index=self._next_index - 1,
                              delta={"type": "text_delta", "text": delta.text}))
+        return events
+
+    def _on_tool_call(self, delta: ToolCallDelta) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if delta.id is not None:  # a new call: always its own block
+            events = self._close()
+            events += self._switch_to("tool_use", {
+                "type": "tool_use", "id": tool_use_id(delta.id), "name": delta.name,
+                "input": {}})
+        if delta.arguments:
+            events.append(_event("content_block_delta", index=self._next_index - 1,
+                                 delta={"type": "input_json_delta",
+                                        "partial_json": delta.arguments}))
         return events
 
     def finish(self, finished: Finished) -> list[StreamEvent]:

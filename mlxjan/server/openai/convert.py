@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from mlxjan.chat.constraints import apply_tool_choice
+from mlxjan.chat.tool_stream import assemble_calls
 from mlxjan.engine.base import (
     ChatMessage,
+    Constraint,
     Finished,
+    ForcedToolCall,
     GenerationRequest,
+    JsonOutput,
     SamplingParams,
     TextDelta,
     TokenLogprob,
     ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from mlxjan.errors import InvalidRequestError
@@ -36,14 +42,31 @@ def to_generation_request(req: s.ChatCompletionRequest) -> GenerationRequest:
     if req.n != 1:
         raise InvalidRequestError("n > 1 is not supported: ask for one choice per request.",
                                   param="n")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise InvalidRequestError(
-            f"response_format type '{req.response_format.type}' is not supported yet.",
-            param="response_format")
     messages = tuple(_message(m, i) for i, m in enumerate(req.messages))
-    tools = tuple(t.model_dump(exclude_none=True) for t in req.tools or ())
+    tools, forced = _tools(req)
+    constraint: Constraint | None = forced or _response_format(req.response_format)
     return GenerationRequest(model=req.model, messages=messages, sampling=_sampling(req),
-                             tools=tools)
+                             tools=tools, constraint=constraint)
+
+
+def _tools(req: s.ChatCompletionRequest
+           ) -> tuple[tuple[dict[str, Any], ...], ForcedToolCall | None]:
+    tools = tuple(t.model_dump(exclude_none=True) for t in req.tools or ())
+    choice = req.tool_choice
+    if isinstance(choice, s.NamedToolChoice):
+        return apply_tool_choice(tools, "required", choice.function.name)
+    return apply_tool_choice(tools, choice or "auto")
+
+
+def _response_format(fmt: s.ResponseFormat | None) -> JsonOutput | None:
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return JsonOutput()
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise InvalidRequestError("response_format json_schema needs json_schema.schema.",
+                                  param="response_format.json_schema")
+    return JsonOutput(fmt.json_schema.schema_)
 
 
 def _sampling(req: s.ChatCompletionRequest) -> SamplingParams:
@@ -129,8 +152,13 @@ def role_chunk(ids: CompletionIds) -> s.ChatCompletionChunk:
     return _chunk(ids, s.ChunkChoice(delta=s.DeltaMessage(role="assistant", content="")))
 
 
-def delta_chunk(ids: CompletionIds, delta: TextDelta, with_logprobs: bool
+def delta_chunk(ids: CompletionIds, delta: TextDelta | ToolCallDelta, with_logprobs: bool
                 ) -> s.ChatCompletionChunk:
+    if isinstance(delta, ToolCallDelta):
+        call = s.ToolCallDeltaOut(
+            index=delta.index, id=delta.id, type="function" if delta.id else None,
+            function=s.FunctionDelta(name=delta.name, arguments=delta.arguments))
+        return _chunk(ids, s.ChunkChoice(delta=s.DeltaMessage(tool_calls=[call])))
     logprobs = logprobs_out(delta.logprobs) if with_logprobs else None
     return _chunk(ids, s.ChunkChoice(delta=s.DeltaMessage(content=delta.text),
                                      logprobs=logprobs))
@@ -145,13 +173,19 @@ def usage_chunk(ids: CompletionIds, usage: Usage) -> s.ChatCompletionChunk:
                                  usage=usage_out(usage))
 
 
-def completion(ids: CompletionIds, deltas: Sequence[TextDelta], finished: Finished,
-               with_logprobs: bool) -> s.ChatCompletion:
+def completion(ids: CompletionIds, deltas: Sequence[TextDelta | ToolCallDelta],
+               finished: Finished, with_logprobs: bool) -> s.ChatCompletion:
+    texts = [d for d in deltas if isinstance(d, TextDelta)]
     logprobs = None
     if with_logprobs:
-        logprobs = logprobs_out([lp for d in deltas for lp in d.logprobs])
+        logprobs = logprobs_out([lp for d in texts for lp in d.logprobs])
+    calls = assemble_calls(d for d in deltas if isinstance(d, ToolCallDelta))
+    content = "".join(d.text for d in texts)
     choice = s.Choice(
-        message=s.ResponseMessage(content="".join(d.text for d in deltas)),
+        message=s.ResponseMessage(
+            content=content if content or not calls else None,
+            tool_calls=[s.ToolCallOut(id=c.id, function=s.FunctionCallOut(
+                name=c.name, arguments=c.arguments)) for c in calls] or None),
         logprobs=logprobs,
         finish_reason=finished.reason,
     )

@@ -17,7 +17,7 @@ def run(started: Started, deltas: list[str], finished: Finished) -> Events:
     stream = MessageStream("msg_1", "claude-sonnet-4-5")
     raw = list(stream.start(started))
     for text in deltas:
-        raw.extend(stream.on_text(TextDelta(text)))
+        raw.extend(stream.on_delta(TextDelta(text)))
     assert not stream.finished
     raw.extend(stream.finish(finished))
     assert stream.finished
@@ -156,14 +156,14 @@ def test_message_start_and_delta_usage_agree_on_input() -> None:
         assert start[key] == end[key]
 
 
-def test_on_text_returns_nothing_for_empty_text() -> None:
+def test_on_delta_returns_nothing_for_empty_text() -> None:
     stream = MessageStream("msg_1", "m")
     stream.start(Started(3))
-    assert stream.on_text(TextDelta("")) == []
-    first = stream.on_text(TextDelta("a"))
+    assert stream.on_delta(TextDelta("")) == []
+    first = stream.on_delta(TextDelta("a"))
     assert [name for name, _ in first] == ["content_block_start", "content_block_delta"]
-    assert [name for name, _ in stream.on_text(TextDelta("b"))] == ["content_block_delta"]
-    assert stream.on_text(TextDelta("")) == []
+    assert [name for name, _ in stream.on_delta(TextDelta("b"))] == ["content_block_delta"]
+    assert stream.on_delta(TextDelta("")) == []
 
 
 def test_ping() -> None:
@@ -177,9 +177,9 @@ def test_pings_between_deltas_keep_the_grammar() -> None:
     stream = MessageStream("msg_1", "m")
     raw = list(stream.start(Started(5)))
     raw.append(stream.ping())
-    raw.extend(stream.on_text(TextDelta("a")))
+    raw.extend(stream.on_delta(TextDelta("a")))
     raw.append(stream.ping())
-    raw.extend(stream.on_text(TextDelta("b")))
+    raw.extend(stream.on_delta(TextDelta("b")))
     raw.extend(stream.finish(Finished("stop", Usage(5, 2))))
     events = [(n, p.model_dump(mode="json")) for n, p in raw if n != "ping"]
     assert check_grammar(events) == ["ab"]

@@ -9,6 +9,7 @@ import pytest
 from mlxjan.engine.base import (
     ChatMessage,
     Finished,
+    JsonOutput,
     SamplingParams,
     TextDelta,
     TokenLogprob,
@@ -80,12 +81,18 @@ def test_n_other_than_one_is_refused() -> None:
     assert info.value.param == "n"
 
 
-def test_unsupported_response_format_is_refused() -> None:
+def test_response_format_becomes_a_json_constraint() -> None:
+    assert to_generation_request(request(response_format={"type": "json_object"})
+                                 ).constraint == JsonOutput()
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    gen = to_generation_request(request(response_format={
+        "type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}))
+    assert gen.constraint == JsonOutput(schema)
     with pytest.raises(InvalidRequestError) as info:
-        to_generation_request(request(response_format={"type": "json_object"}))
-    assert info.value.param == "response_format"
+        to_generation_request(request(response_format={"type": "json_schema"}))
+    assert info.value.param == "response_format.json_schema"
     gen = to_generation_request(request(response_format={"type": "text"}))
-    assert gen.messages == (ChatMessage("user", "hi"),)
+    assert gen.constraint is None and gen.messages == (ChatMessage("user", "hi"),)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,91 @@
+"""Constrained decoding: grammars that make tool calls and JSON answers valid by construction.
+
+Written as llama.cpp GBNF, built from JSON Schema with llama.cpp's own schema converter (the
+`llama_cpp.llama_grammar` module, plain Python). A forced tool call is wrapped in the model
+family's native markers (e.g. `<tool_call>...</tool_call>`), so the template's own parser
+and the model's training both still apply. A schema the converter cannot take gives None:
+the caller then decodes unconstrained and logs why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from mlxjan.chat.tool_calls import JsonSchema, ToolFormat, declared_tools
+from mlxjan.engine.base import Constraint, ForcedToolCall, JsonOutput
+from mlxjan.errors import InvalidRequestError
+
+log = logging.getLogger(__name__)
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def gbnf_for(constraint: Constraint, fmt: ToolFormat,
+             declared: Mapping[str, JsonSchema]) -> str | None:
+    try:
+        if isinstance(constraint, JsonOutput):
+            return _json_rules(constraint.schema or ANY_OBJECT, "root")
+        return _tool_call_grammar(constraint, fmt, declared)
+    except (ValueError, KeyError, TypeError, RecursionError, NotImplementedError) as exc:
+        log.warning("cannot build a grammar for %s (%s); decoding unconstrained",
+                    type(constraint).__name__, exc)
+        return None
+
+
+def tool_call_schema(constraint: ForcedToolCall, fmt: ToolFormat,
+                     declared: Mapping[str, JsonSchema]) -> dict[str, Any]:
+    """JSON Schema of one call: {"name": <a declared tool>, <args key>: <its parameters>}."""
+    names = [constraint.name] if constraint.name else list(declared)
+    variants = [{
+        "type": "object",
+        "properties": {"name": {"const": name},
+                       fmt.args_key: dict(declared[name]) or ANY_OBJECT},
+        "required": ["name", fmt.args_key],
+        "additionalProperties": False,
+    } for name in names]
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
+def _tool_call_grammar(constraint: ForcedToolCall, fmt: ToolFormat,
+                       declared: Mapping[str, JsonSchema]) -> str:
+    rules = _json_rules(tool_call_schema(constraint, fmt, declared), "call")
+    prefix = json.dumps((fmt.start or "") + ("\n" if fmt.end else ""))
+    suffix = json.dumps("\n" + fmt.end) if fmt.end else '""'
+    return f"root ::= {prefix} call {suffix}\n{rules}"
+
+
+def _json_rules(schema: Mapping[str, Any], name: str) -> str:
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False,
+                                raw_pattern=False)
+    resolved = converter.resolve_refs(dict(schema), "request")
+    converter.visit(resolved, name)
+    grammar: str = converter.format_grammar()
+    return grammar
+
+
+ToolChoice = Literal["auto", "none", "required"]
+
+
+def apply_tool_choice(tools: tuple[dict[str, Any], ...], choice: ToolChoice,
+                      name: str | None = None, *, param: str = "tool_choice"
+                      ) -> tuple[tuple[dict[str, Any], ...], ForcedToolCall | None]:
+    """The tools to offer and the constraint for a tool choice, the same for every API.
+
+    "none" offers no tools (so none can be called); "required" forces a call to one of them;
+    a name forces that tool, which must be declared.
+    """
+    if choice == "none":
+        return (), None
+    if choice == "auto" and name is None:
+        return tools, None
+    if not tools:
+        raise InvalidRequestError(f"{param} asks for a tool call but no tools are given.",
+                                  param=param)
+    if name is not None and name not in declared_tools(tools):
+        raise InvalidRequestError(f"{param} names '{name}', which is not among the tools.",
+                                  param=param)
+    return tools, ForcedToolCall(name)

@@ -1,0 +1,157 @@
+"""Finding tool calls in what a model writes, by model family, whole or while streaming.
+
+Families differ in how a call is marked: Qwen/Hermes wrap JSON in `<tool_call>` tags, Mistral
+starts with `[TOOL_CALLS]`, Llama 3.x writes a bare JSON object (optionally after
+`<|python_tag|>`). Small models often skip the markers and answer with a fenced or bare JSON
+object instead; that is recovered as a call only when it names a declared tool with
+arguments that fit its schema. Anything else stays text: no call is ever invented.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+JsonSchema = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    name: str
+    start: str | None  # the marker that opens a call, if the family has one
+    end: str | None  # the marker that closes it; None: the call runs to the end
+    args_key: str = "arguments"
+
+
+HERMES = ToolFormat("hermes", "<tool_call>", "</tool_call>")
+MISTRAL = ToolFormat("mistral", "[TOOL_CALLS]", None)
+LLAMA3 = ToolFormat("llama3", "<|python_tag|>", None, args_key="parameters")
+JSON_ONLY = ToolFormat("json", None, None)
+
+
+def detect_format(chat_template: str | None) -> ToolFormat:
+    """The tool-call convention a model's chat template teaches it."""
+    template = chat_template or ""
+    if "<tool_call>" in template:
+        return HERMES
+    if "[TOOL_CALLS]" in template:
+        return MISTRAL
+    if "<|python_tag|>" in template or "ipython" in template:
+        return LLAMA3
+    return JSON_ONLY
+
+
+@dataclass(frozen=True)
+class ParsedCall:
+    name: str
+    arguments: str  # compact JSON text of an object
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def declared_tools(tools: tuple[Mapping[str, Any], ...]) -> dict[str, JsonSchema]:
+    """Tool name -> parameters schema, from OpenAI-shaped tool definitions."""
+    out: dict[str, JsonSchema] = {}
+    for tool in tools:
+        function = tool.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            params = function.get("parameters")
+            out[function["name"]] = params if isinstance(params, Mapping) else {}
+    return out
+
+
+def parse_calls(body: str, declared: Mapping[str, JsonSchema]) -> list[ParsedCall] | None:
+    """Every call in `body` (JSON objects, a list of them, or Mistral's `name[ARGS]{...}`),
+    or None unless all of it is valid calls to declared tools."""
+    objects = _json_values(body.strip()) or _mistral_headers(body)
+    if not objects:
+        return None
+    flat: list[Any] = []
+    for value in objects:
+        flat.extend(value if isinstance(value, list) else [value])
+    calls = [_call_from(obj, declared) for obj in flat]
+    if not calls or any(c is None for c in calls):
+        return None
+    return [c for c in calls if c is not None]
+
+
+_FENCE = re.compile(r"^```[ \t]*(json|JSON)?[ \t]*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+def recover_calls(text: str, declared: Mapping[str, JsonSchema]) -> list[ParsedCall] | None:
+    """Calls written as a fenced or bare JSON answer, instead of the family's markers."""
+    stripped = text.strip()
+    fenced = _FENCE.match(stripped)
+    if fenced:
+        stripped = fenced.group(2)
+    if not stripped.startswith(("{", "[")):
+        return None
+    return parse_calls(stripped, declared)
+
+
+def _json_values(text: str) -> list[Any]:
+    """Consecutive JSON values in text (whitespace or commas between), or [] if not only."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos] in " \t\r\n,;":
+            pos += 1
+            continue
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return []
+        values.append(value)
+    return values
+
+
+_MISTRAL_HEADER = re.compile(r"([\w.-]+)\s*\[ARGS\]\s*")
+
+
+def _mistral_headers(text: str) -> list[Any]:
+    decoder = json.JSONDecoder()
+    out: list[Any] = []
+    pos = 0
+    while (match := _MISTRAL_HEADER.search(text, pos)) is not None:
+        try:
+            arguments, pos = decoder.raw_decode(text, match.end())
+        except json.JSONDecodeError:
+            return []
+        out.append({"name": match.group(1), "arguments": arguments})
+    return out
+
+
+def _call_from(obj: Any, declared: Mapping[str, JsonSchema]) -> ParsedCall | None:
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("function"), dict):  # OpenAI's own shape, echoed by some models
+        obj = obj["function"]
+    name = obj.get("name")
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(name, str) or name not in declared or not isinstance(args, dict):
+        return None
+    if not _fits(args, declared[name]):
+        return None
+    return ParsedCall(name, json.dumps(args, ensure_ascii=False))
+
+
+def _fits(args: Mapping[str, Any], schema: JsonSchema) -> bool:
+    """A light check: required properties present, no unknown ones where forbidden."""
+    required = schema.get("required", [])
+    if isinstance(required, list) and any(key not in args for key in required):
+        return False
+    props = schema.get("properties")
+    return not (schema.get("additionalProperties") is False and isinstance(props, Mapping)
+                and any(key not in props for key in args))
