@@ -24,11 +24,14 @@ ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 def gbnf_for(constraint: Constraint, fmt: ToolFormat,
              declared: Mapping[str, JsonSchema]) -> str | None:
+    # llama.cpp's converter reports many unsupported schemas with `assert` (remote $ref,
+    # unknown type, unbalanced pattern) and some malformed ones with AttributeError.
     try:
         if isinstance(constraint, JsonOutput):
-            return _json_rules(constraint.schema or ANY_OBJECT, "root")
+            return _json_rules(constraint.schema or ANY_OBJECT, "")  # "" names it root
         return _tool_call_grammar(constraint, fmt, declared)
-    except (ValueError, KeyError, TypeError, RecursionError, NotImplementedError) as exc:
+    except (ValueError, LookupError, TypeError, AttributeError, AssertionError,
+            RecursionError, NotImplementedError) as exc:
         log.warning("cannot build a grammar for %s (%s); decoding unconstrained",
                     type(constraint).__name__, exc)
         return None

@@ -112,14 +112,19 @@ def _json_values(text: str) -> list[Any]:
     return values
 
 
-_MISTRAL_HEADER = re.compile(r"([\w.-]+)\s*\[ARGS\]\s*")
+# Parallel calls repeat the marker: `[TOOL_CALLS]a[ARGS]{...}[TOOL_CALLS]b[ARGS]{...}`.
+_MISTRAL_HEADER = re.compile(r"[\s,;]*(?:\[TOOL_CALLS\]\s*)?([\w.-]+)\s*\[ARGS\]\s*")
 
 
 def _mistral_headers(text: str) -> list[Any]:
+    """`name[ARGS]{...}` calls, or [] unless the text is only that."""
     decoder = json.JSONDecoder()
     out: list[Any] = []
     pos = 0
-    while (match := _MISTRAL_HEADER.search(text, pos)) is not None:
+    while text[pos:].strip(" \t\r\n,;"):
+        match = _MISTRAL_HEADER.match(text, pos)
+        if match is None:
+            return []
         try:
             arguments, pos = decoder.raw_decode(text, match.end())
         except json.JSONDecodeError:
@@ -155,3 +160,25 @@ def _fits(args: Mapping[str, Any], schema: JsonSchema) -> bool:
     props = schema.get("properties")
     return not (schema.get("additionalProperties") is False and isinstance(props, Mapping)
                 and any(key not in props for key in args))
+
+
+_ATTEMPT_WINDOW = 160
+
+
+def call_attempt(text: str, fmt: ToolFormat) -> bool | None:
+    """Whether an answer starts as a tool call: True, False, or None (can't tell yet).
+
+    A call attempt is a JSON object whose first key is "name", right at the start, bare,
+    after an opening ```json fence, or after the family's own marker. These are exactly the
+    starts ToolCallSplitter holds back, so an engine may still regenerate the answer.
+    """
+    head = text.lstrip()
+    if not head:
+        return None
+    openers = ("{", "[", "`") + ((fmt.start,) if fmt.start else ())
+    if len(text) > _ATTEMPT_WINDOW or not any(
+            head.startswith(o) or o.startswith(head) for o in openers):
+        return False
+    marker = rf"{re.escape(fmt.start)}\s*|" if fmt.start else ""
+    pattern = rf'\s*(?:{marker}```(?:json)?[ \t]*\n\s*)?\[?\s*\{{\s*"name"\s*:'
+    return True if re.match(pattern, text) else None

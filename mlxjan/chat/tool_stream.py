@@ -32,6 +32,12 @@ class ToolCallSplitter:
         self._mode: Mode = "start"
         self.calls = 0
 
+    def reset(self) -> None:
+        """Forget what was held (the engine is regenerating the answer, constrained)."""
+        if self.calls:
+            raise RuntimeError("cannot reset after tool calls were sent")
+        self._buf, self._mode = "", "start"
+
     def feed(self, text: str) -> list[Out]:
         self._buf += text
         out: list[Out] = []
@@ -91,11 +97,15 @@ class ToolCallSplitter:
         if at >= 0:
             text, self._buf = self._buf[:at], self._buf[at + len(start):]
             self._mode = "call"
+            if self.calls and not text.strip():
+                return []  # the line breaks between parallel calls are not an answer
             return _text(text)
-        hold = _partial_suffix(self._buf, start)
-        text, self._buf = self._buf[: len(self._buf) - hold], self._buf[len(self._buf) - hold:]
-        if self.calls and not text.strip():
-            return []  # the line breaks between parallel calls are not an answer
+        cut = len(self._buf) - _partial_suffix(self._buf, start)
+        if self.calls and not self._buf[:cut].strip():
+            # Whitespace after a call is held: dropped if another call or the end follows,
+            # kept if text does (the same whatever the chunking).
+            return []
+        text, self._buf = self._buf[:cut], self._buf[cut:]
         return _text(text)
 
     def _close_call(self, end: str) -> list[Out]:

@@ -28,6 +28,9 @@ class SampledToken:
     piece: bytes
     end_of_generation: bool = False
     logprob: TokenLogprob | None = None
+    # The engine discarded everything sampled so far and starts the answer again
+    # (constrained); only valid while nothing has been sent to the client.
+    restart: bool = False
 
 
 def decode_loop(
@@ -55,6 +58,10 @@ def decode_loop(
         if token.end_of_generation:
             reason = "stop"
             break
+        if token.restart:
+            assembler, generated = DeltaAssembler(sampling.stop), 0
+            out.restart()
+            continue
         generated += 1
         out.send(assembler.push(token.piece, token.logprob))
         if assembler.stop_sequence is not None:
@@ -89,6 +96,11 @@ class _Output:
             return
         for event in self._splitter.feed(delta.text):
             self._emit(event)
+
+    def restart(self) -> None:
+        if self._splitter is None:
+            raise RuntimeError("an answer can only restart while a splitter holds it")
+        self._splitter.reset()
 
     def finish(self) -> bool:
         """Flush what the splitter held; True if the answer made tool calls."""

@@ -11,18 +11,23 @@ import asyncio
 import logging
 import random
 import threading
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mlxjan.chat.constraints import gbnf_for
 from mlxjan.chat.template import ChatTemplate
-from mlxjan.chat.tool_calls import JsonSchema, ToolFormat, declared_tools, detect_format
+from mlxjan.chat.tool_calls import (
+    JsonSchema,
+    ToolFormat,
+    call_attempt,
+    declared_tools,
+    detect_format,
+)
 from mlxjan.chat.tool_stream import ToolCallSplitter
-from mlxjan.engine.base import Event, GenerationRequest, SamplingParams, Started, TokenLogprob
-from mlxjan.engine.generation import SampledToken, decode_loop
+from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
+from mlxjan.engine.generation import decode_loop
+from mlxjan.engine.llamacpp_decode import prefill, reuse_prefix, sample
 from mlxjan.engine.worker import Emit, EngineThread
 from mlxjan.errors import ContextLengthExceededError, EngineError
 
@@ -119,85 +124,53 @@ class LlamaCppEngine:
         room = self.context_length - len(prompt)
         if room < 1:
             raise ContextLengthExceededError(len(prompt), self.context_length)
-        cached = _common_prefix(llm, prompt)
-        if request.sampling.seed is not None:
-            cached = _align_cache(llm, cached)
-        emit(Started(len(prompt), cached))
         sampling = request.sampling
-        limit = min(sampling.max_tokens or room, room)
-        fmt = detect_format(self._template_source)
-        declared = declared_tools(request.tools)
-        grammar = self._grammar(request, fmt, declared)
-        splitter = ToolCallSplitter(fmt, declared) if declared else None
-        decode_loop(self._sample(llm, prompt, sampling, grammar), sampling,
-                    prompt_tokens=len(prompt), cached_tokens=cached, max_new_tokens=limit,
-                    emit=emit, cancelled=cancelled, tool_calls=splitter)
-
-    @staticmethod
-    def _grammar(request: GenerationRequest, fmt: ToolFormat,
-                 declared: Mapping[str, JsonSchema]) -> LlamaGrammar | None:
-        if request.constraint is None:
-            return None
-        gbnf = gbnf_for(request.constraint, fmt, declared)
-        if gbnf is None:
-            return None
-        from llama_cpp.llama_grammar import LlamaGrammar
-
-        try:
-            return LlamaGrammar.from_string(gbnf, verbose=False)
-        except ValueError as exc:  # llama.cpp refused the grammar text
-            log.warning("llama.cpp rejected the grammar (%s); decoding unconstrained", exc)
-            return None
-
-    def _sample(self, llm: Llama, prompt: list[int], sampling: SamplingParams,
-                grammar: LlamaGrammar | None = None) -> Iterator[SampledToken]:
-        import llama_cpp
-
+        cached = reuse_prefix(llm, prompt, batch_aligned=sampling.seed is not None)
+        emit(Started(len(prompt), cached))
+        if not prefill(llm, prompt[cached:], cancelled):
+            return
         seed = _RANDOM_SEED if sampling.seed is None else sampling.seed % _RANDOM_SEED
         llm.set_seed(seed if seed != _RANDOM_SEED else random.getrandbits(31))
-        vocab = llm._model.vocab
-        try:
-            for token in llm.generate(
-                prompt, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
-                temp=sampling.temperature, repeat_penalty=sampling.repetition_penalty,
-                frequency_penalty=sampling.frequency_penalty,
-                presence_penalty=sampling.presence_penalty, grammar=grammar,
-            ):
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    yield SampledToken(b"", end_of_generation=True)
-                    return
-                piece = llm.detokenize([token])
-                logprob = _logprob(llm, token, sampling.top_logprobs) if sampling.logprobs \
-                    else None
-                yield SampledToken(piece, logprob=logprob)
-        except RuntimeError as exc:  # llama_decode failures surface as RuntimeError
-            raise EngineError(f"llama.cpp failed while generating: {exc}") from exc
+        fmt = detect_format(self._template_source)
+        declared = declared_tools(request.tools)
+        tokens = sample(llm, prompt, sampling, self._grammar(llm, request.constraint, fmt,
+                                                             declared),
+                        self._restart(llm, request, fmt, declared))
+        decode_loop(tokens, sampling, prompt_tokens=len(prompt), cached_tokens=cached,
+                    max_new_tokens=min(sampling.max_tokens or room, room), emit=emit,
+                    cancelled=cancelled,
+                    tool_calls=ToolCallSplitter(fmt, declared) if declared else None)
 
+    def _restart(self, llm: Llama, request: GenerationRequest, fmt: ToolFormat,
+                 declared: Mapping[str, JsonSchema]
+                 ) -> tuple[Callable[[str], bool | None], LlamaGrammar] | None:
+        """With tools on offer and no constraint, a call begun in free text is redone under
+        a grammar, so it comes out valid, in the family's native syntax."""
+        if not declared or request.constraint is not None:
+            return None
+        grammar = self._grammar(llm, ForcedToolCall(), fmt, declared)
+        return None if grammar is None else (lambda text: call_attempt(text, fmt), grammar)
 
-def _common_prefix(llm: Llama, prompt: list[int]) -> int:
-    """How many prompt tokens `Llama.generate` will reuse from the KV cache."""
-    n = 0
-    for a, b in zip(llm._input_ids[: llm.n_tokens], prompt, strict=False):
-        if a != b:
-            break
-        n += 1
-    # generate() re-evaluates the last token when the whole prompt is cached.
-    return min(n, len(prompt) - 1)
+    @staticmethod
+    def _grammar(llm: Llama, constraint: Constraint | None, fmt: ToolFormat,
+                 declared: Mapping[str, JsonSchema]) -> LlamaGrammar | None:
+        if constraint is None:
+            return None
+        gbnf = gbnf_for(constraint, fmt, declared)
+        if gbnf is None:
+            return None
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
 
-
-def _align_cache(llm: Llama, reusable: int) -> int:
-    """Keep only a batch-aligned part of the cached prefix, for reproducible seeded output.
-
-    Logits differ slightly with the batch shape that computed them, and sampling at
-    temperature > 0 amplifies that: the same seed gave different text depending on what was
-    cached. Re-evaluating from a multiple of n_batch makes the final prompt batch, and so the
-    logits, the same as in a cold run.
-    """
-    keep = reusable // llm.n_batch * llm.n_batch
-    if keep < llm.n_tokens:
-        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
-        llm.n_tokens = keep
-    return keep
+        # llama-cpp-python adds a grammar sampler without checking it was built, and a
+        # grammar llama.cpp cannot parse crashes the process: try it on this vocabulary first.
+        probe = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
+        if not probe:
+            log.warning("llama.cpp rejected the grammar for %s; decoding unconstrained",
+                        type(constraint).__name__)
+            return None
+        llama_cpp.llama_sampler_free(probe)
+        return LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 def _token_text(llm: Llama, token: int) -> str:
@@ -206,20 +179,3 @@ def _token_text(llm: Llama, token: int) -> str:
     return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
 
-def _logprob(llm: Llama, token: int, top: int) -> TokenLogprob:
-    import llama_cpp
-
-    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
-    logits: np.ndarray[Any, np.dtype[np.float32]] = np.ctypeslib.as_array(
-        ptr, shape=(llm.n_vocab(),))
-    shifted = logits - logits.max()
-    logsum = float(np.log(np.exp(shifted).sum()))
-
-    def entry(tok: int) -> tuple[str, float, tuple[int, ...]]:
-        raw = llm.detokenize([tok])
-        return raw.decode("utf-8", errors="replace"), float(shifted[tok]) - logsum, tuple(raw)
-
-    text, value, raw = entry(token)
-    best = np.argpartition(-shifted, top)[:top] if top else np.array([], dtype=np.int64)
-    ranked = sorted((int(t) for t in best), key=lambda t: -float(shifted[t]))
-    return TokenLogprob(text, value, raw, tuple(entry(t) for t in ranked))

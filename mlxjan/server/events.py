@@ -109,12 +109,12 @@ async def _after_start(events: AsyncGenerator[Event, None], model: str, began: f
         await events.aclose()
 
 
-def _log_timings(model: str, finished: Finished, began: float, first_token: float) -> None:
-    usage, now = finished.usage, time.perf_counter()
-    decode = max(usage.completion_tokens - 1, 0) / (now - first_token) if now > first_token else 0.0
-    log.info("%s: prompt %d tokens (%d cached), %d generated (%s); first token after %.2f s, "
-             "decode %.1f tokens/s", model, usage.prompt_tokens, usage.cached_tokens,
-             usage.completion_tokens, finished.reason, first_token - began, decode)
+def _log_timings(model: str, finished: Finished, began: float, first_output: float) -> None:
+    usage = finished.usage
+    log.info("%s: prompt %d tokens (%d cached), %d generated (%s); first output after %.2f s, "
+             "done after %.2f s", model, usage.prompt_tokens, usage.cached_tokens,
+             usage.completion_tokens, finished.reason, first_output - began,
+             time.perf_counter() - began)
 
 
 async def _with_deadline(events: AsyncIterator[Event], seconds: float

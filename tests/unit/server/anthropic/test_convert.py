@@ -10,9 +10,11 @@ import pytest
 from mlxjan.engine.base import (
     ChatMessage,
     Finished,
+    ForcedToolCall,
     SamplingParams,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from mlxjan.errors import InvalidRequestError, ModelNotFoundError
@@ -23,6 +25,7 @@ from mlxjan.server.anthropic.convert import (
     stop_reason,
     system_text,
     to_generation_request,
+    tool_use_id,
     usage_out,
 )
 from mlxjan.settings import Settings
@@ -378,6 +381,44 @@ def test_tool_choice_none_drops_tools() -> None:
     assert gen.tools == ()
 
 
+@pytest.mark.parametrize(("choice", "constraint"), [
+    (None, None),
+    ({"type": "auto"}, None),
+    ({"type": "none"}, None),
+    ({"type": "any"}, ForcedToolCall(None)),
+    ({"type": "tool", "name": "get_weather"}, ForcedToolCall("get_weather")),
+    ({"type": "any", "disable_parallel_tool_use": True}, ForcedToolCall(None)),
+])
+def test_tool_choice_sets_the_constraint(choice: dict[str, Any] | None,
+                                         constraint: ForcedToolCall | None) -> None:
+    gen = to_generation_request(request(tools=TOOLS, tool_choice=choice), "tiny")
+    assert gen.constraint == constraint
+
+
+@pytest.mark.parametrize(("choice", "param"), [
+    ({"type": "tool"}, "tool_choice.name"),
+    ({"type": "tool", "name": "get_stock"}, "tool_choice"),
+])
+def test_tool_choice_tool_needs_a_declared_name(choice: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        to_generation_request(request(tools=TOOLS, tool_choice=choice), "tiny")
+    assert info.value.param == param
+
+
+@pytest.mark.parametrize("choice", [{"type": "any"}, {"type": "tool", "name": "noop"}])
+def test_forcing_a_tool_without_tools_is_refused(choice: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        to_generation_request(request(tool_choice=choice), "tiny")
+    assert info.value.param == "tool_choice"
+
+
+def test_count_tokens_takes_the_same_tool_choice() -> None:
+    req = s.CountTokensRequest.model_validate({
+        "model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}],
+        "tools": TOOLS, "tool_choice": {"type": "none"}})
+    assert to_generation_request(req, "tiny").tools == ()
+
+
 def test_no_tools() -> None:
     assert to_generation_request(request(), "tiny").tools == ()
 
@@ -487,3 +528,41 @@ def test_message_without_text_has_empty_content(deltas: list[TextDelta]) -> None
 def test_message_reports_the_stop_sequence() -> None:
     out = message("msg_1", "m", [TextDelta("a")], Finished("stop", Usage(5, 1), "END"))
     assert (out.stop_reason, out.stop_sequence) == ("stop_sequence", "END")
+
+
+# --- tool use in responses -------------------------------------------------------------------
+
+CALL_DELTAS = [
+    ToolCallDelta(0, "call_abc", "get_weather", ""),
+    ToolCallDelta(0, None, None, '{"city": "Paris"}'),
+    ToolCallDelta(1, "call_def", "noop", ""),
+    ToolCallDelta(1, None, None, "{}"),
+]
+
+
+def test_stop_reason_for_tool_calls_is_tool_use() -> None:
+    assert stop_reason(Finished("tool_calls", Usage(10, 3))) == "tool_use"
+
+
+def test_tool_use_ids_take_anthropics_prefix() -> None:
+    assert tool_use_id("call_abc123") == "toolu_abc123"
+
+
+def test_message_with_text_and_tool_use_blocks() -> None:
+    out = message("msg_1", "m", [TextDelta("Let me check."), *CALL_DELTAS],
+                  Finished("tool_calls", Usage(20, 9)))
+    dumped = out.model_dump(mode="json")
+    assert dumped["content"] == [
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "toolu_abc", "name": "get_weather",
+         "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "toolu_def", "name": "noop", "input": {}},
+    ]
+    assert dumped["stop_reason"] == "tool_use"
+    assert dumped["stop_sequence"] is None
+
+
+def test_message_with_only_a_tool_use_block() -> None:
+    out = message("msg_1", "m", CALL_DELTAS[:2], Finished("tool_calls", Usage(20, 9)))
+    assert [b.type for b in out.content] == ["tool_use"]
+    assert out.stop_reason == "tool_use"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mlxjan.engine.base import Finished, Started, TextDelta, Usage
+from mlxjan.engine.base import Finished, Started, TextDelta, ToolCallDelta, Usage
 from mlxjan.server.anthropic.stream import MessageStream
 
 Events = list[tuple[str, dict[str, Any]]]
@@ -183,3 +183,96 @@ def test_pings_between_deltas_keep_the_grammar() -> None:
     raw.extend(stream.finish(Finished("stop", Usage(5, 2))))
     events = [(n, p.model_dump(mode="json")) for n, p in raw if n != "ping"]
     assert check_grammar(events) == ["ab"]
+
+
+# --- tool use blocks -------------------------------------------------------------------------
+
+
+def run_deltas(deltas: list[TextDelta | ToolCallDelta], finished: Finished) -> Events:
+    stream = MessageStream("msg_1", "m")
+    raw = list(stream.start(Started(20)))
+    for delta in deltas:
+        raw.extend(stream.on_delta(delta))
+    raw.extend(stream.finish(finished))
+    return [(name, payload.model_dump(mode="json")) for name, payload in raw]
+
+
+def blocks_of(events: Events) -> list[dict[str, Any]]:
+    """Each block as opened, with its text or its input JSON joined; checks open/close."""
+    blocks: list[dict[str, Any]] = []
+    open_index: int | None = None
+    for name, payload in events[1:-2]:
+        if name == "content_block_start":
+            assert open_index is None and payload["index"] == len(blocks)
+            open_index = payload["index"]
+            blocks.append({**payload["content_block"], "partial_json": ""})
+        elif name == "content_block_delta":
+            assert payload["index"] == open_index
+            block, delta = blocks[payload["index"]], payload["delta"]
+            if delta["type"] == "text_delta":
+                assert block["type"] == "text"
+                block["text"] += delta["text"]
+            else:
+                assert block["type"] == "tool_use" and delta["type"] == "input_json_delta"
+                block["partial_json"] += delta["partial_json"]
+        elif name == "content_block_stop":
+            assert payload["index"] == open_index
+            open_index = None
+        else:
+            pytest.fail(f"unexpected event {name} inside the message")
+    assert open_index is None
+    return blocks
+
+
+TOOL_TURN: list[TextDelta | ToolCallDelta] = [
+    TextDelta("Let me "),
+    TextDelta("check."),
+    ToolCallDelta(0, "call_a", "get_weather", ""),
+    ToolCallDelta(0, None, None, '{"city": "Paris"}'),
+    ToolCallDelta(1, "call_b", "get_time", ""),
+    ToolCallDelta(1, None, None, "{}"),
+]
+
+
+def test_text_then_two_tool_calls_make_three_blocks() -> None:
+    events = run_deltas(TOOL_TURN, Finished("tool_calls", Usage(20, 12)))
+    assert blocks_of(events) == [
+        {"type": "text", "text": "Let me check.", "partial_json": ""},
+        {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {},
+         "partial_json": '{"city": "Paris"}'},
+        {"type": "tool_use", "id": "toolu_b", "name": "get_time", "input": {},
+         "partial_json": "{}"},
+    ]
+    names = [name for name, _ in events]
+    assert names.count("content_block_start") == names.count("content_block_stop") == 3
+    assert events[-2][1]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+
+
+def test_exact_events_for_one_tool_call() -> None:
+    events = run_deltas(TOOL_TURN[2:4], Finished("tool_calls", Usage(20, 5)))
+    assert events[1:-2] == [
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "input_json_delta", "partial_json": '{"city": "Paris"}'}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ]
+
+
+def test_argument_fragments_stay_in_their_block() -> None:
+    deltas: list[TextDelta | ToolCallDelta] = [
+        ToolCallDelta(0, "call_a", "get_weather", '{"ci'),
+        ToolCallDelta(0, None, None, 'ty": '),
+        ToolCallDelta(0, None, None, ""),
+        ToolCallDelta(0, None, None, '"Paris"}'),
+    ]
+    events = run_deltas(deltas, Finished("tool_calls", Usage(20, 5)))
+    assert [b["partial_json"] for b in blocks_of(events)] == ['{"city": "Paris"}']
+    json_deltas = [p for n, p in events if n == "content_block_delta"]
+    assert len(json_deltas) == 3  # no empty input_json_delta
+
+
+def test_text_after_a_tool_call_opens_a_new_text_block() -> None:
+    events = run_deltas([*TOOL_TURN[2:4], TextDelta("Done.")], Finished("stop", Usage(20, 6)))
+    assert [(b["type"], b.get("text")) for b in blocks_of(events)] == [
+        ("tool_use", None), ("text", "Done.")]

@@ -9,11 +9,13 @@ import pytest
 from mlxjan.engine.base import (
     ChatMessage,
     Finished,
+    ForcedToolCall,
     JsonOutput,
     SamplingParams,
     TextDelta,
     TokenLogprob,
     ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from mlxjan.errors import InvalidRequestError
@@ -220,3 +222,105 @@ def test_stream_chunk_shapes() -> None:
                                         "total_tokens": 7,
                                         "prompt_tokens_details": {"cached_tokens": 1}}
     assert {c.id for c in (delta, finish, usage)} == {"chatcmpl-abc"}
+
+
+# --- tools -----------------------------------------------------------------------------------
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+TIME_TOOL = {"type": "function", "function": {"name": "get_time"}}
+
+
+@pytest.mark.parametrize(("choice", "tools", "constraint"), [
+    (None, 2, None),
+    ("auto", 2, None),
+    ("none", 0, None),
+    ("required", 2, ForcedToolCall(None)),
+    ({"type": "function", "function": {"name": "get_time"}}, 2, ForcedToolCall("get_time")),
+])
+def test_tool_choice(choice: Any, tools: int, constraint: ForcedToolCall | None) -> None:
+    gen = to_generation_request(request(tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=choice))
+    assert len(gen.tools) == tools
+    assert gen.constraint == constraint
+
+
+def test_named_tool_choice_must_name_a_given_tool() -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        to_generation_request(request(tools=[WEATHER_TOOL], tool_choice={
+            "type": "function", "function": {"name": "get_stock"}}))
+    assert info.value.param == "tool_choice"
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function",
+                                                 "function": {"name": "get_time"}}])
+def test_forcing_a_call_without_tools_is_refused(choice: Any) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        to_generation_request(request(tool_choice=choice))
+    assert info.value.param == "tool_choice"
+
+
+def test_tool_choice_none_without_tools_is_fine() -> None:
+    gen = to_generation_request(request(tool_choice="none"))
+    assert (gen.tools, gen.constraint) == ((), None)
+
+
+def test_a_forced_call_takes_precedence_over_response_format() -> None:
+    fmt = {"type": "json_object"}
+    forced = to_generation_request(request(tools=[WEATHER_TOOL], tool_choice="required",
+                                           response_format=fmt))
+    assert forced.constraint == ForcedToolCall(None)
+    auto = to_generation_request(request(tools=[WEATHER_TOOL], response_format=fmt))
+    assert auto.constraint == JsonOutput()
+
+
+CALL_DELTAS = [
+    ToolCallDelta(0, "call_a", "get_weather", ""),
+    ToolCallDelta(0, None, None, '{"city": "Paris"}'),
+    ToolCallDelta(1, "call_b", "get_time", ""),
+    ToolCallDelta(1, None, None, "{}"),
+]
+
+
+def test_completion_with_only_tool_calls_has_null_content() -> None:
+    out = completion(IDS, CALL_DELTAS, Finished("tool_calls", Usage(10, 8)),
+                     with_logprobs=False).model_dump(mode="json")
+    assert out["choices"] == [{
+        "index": 0,
+        "message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_a", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "call_b", "type": "function",
+             "function": {"name": "get_time", "arguments": "{}"}}]},
+        "logprobs": None, "finish_reason": "tool_calls"}]
+
+
+def test_completion_with_text_and_a_tool_call() -> None:
+    out = completion(IDS, [TextDelta("Let me check."), *CALL_DELTAS[:2]],
+                     Finished("tool_calls", Usage(10, 8)), with_logprobs=False)
+    message = out.choices[0].message
+    assert message.content == "Let me check."
+    assert message.tool_calls is not None
+    assert [(c.id, c.function.name) for c in message.tool_calls] == [("call_a", "get_weather")]
+
+
+def test_completion_without_calls_omits_tool_calls_and_keeps_empty_content() -> None:
+    out = completion(IDS, [], Finished("length", Usage(10, 0)), with_logprobs=False)
+    assert out.model_dump(mode="json")["choices"][0]["message"] == {
+        "role": "assistant", "content": ""}
+
+
+def test_tool_call_delta_chunks() -> None:
+    head = delta_chunk(IDS, CALL_DELTAS[0], with_logprobs=True).model_dump(exclude_none=True)
+    assert head["choices"] == [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_a", "type": "function",
+         "function": {"name": "get_weather", "arguments": ""}}]}}]
+    body = delta_chunk(IDS, CALL_DELTAS[1], with_logprobs=True).model_dump(exclude_none=True)
+    assert body["choices"] == [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": '{"city": "Paris"}'}}]}}]
+    second = delta_chunk(IDS, CALL_DELTAS[2], with_logprobs=False)
+    assert second.choices[0].delta.tool_calls is not None
+    assert second.choices[0].delta.tool_calls[0].index == 1
+    assert second.choices[0].delta.content is None
+    assert finish_chunk(IDS, Finished("tool_calls", Usage(1, 2))).choices[0].finish_reason == \
+        "tool_calls"
