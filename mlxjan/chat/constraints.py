@@ -26,6 +26,12 @@ def gbnf_for(constraint: Constraint, fmt: ToolFormat,
              declared: Mapping[str, JsonSchema]) -> str | None:
     # llama.cpp's converter reports many unsupported schemas with `assert` (remote $ref,
     # unknown type, unbalanced pattern) and some malformed ones with AttributeError.
+    schemas = [constraint.schema] if isinstance(constraint, JsonOutput) else list(
+        declared.values())
+    if any(_has_remote_ref(schema) for schema in schemas):
+        # The converter can fetch remote $refs; no request may make the server fetch a URL.
+        log.warning("schema with a non-local $ref; decoding unconstrained")
+        return None
     try:
         if isinstance(constraint, JsonOutput):
             return _json_rules(constraint.schema or ANY_OBJECT, "")  # "" names it root
@@ -35,6 +41,17 @@ def gbnf_for(constraint: Constraint, fmt: ToolFormat,
         log.warning("cannot build a grammar for %s (%s); decoding unconstrained",
                     type(constraint).__name__, exc)
         return None
+
+
+def _has_remote_ref(schema: object) -> bool:
+    if isinstance(schema, Mapping):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return True
+        return any(_has_remote_ref(value) for value in schema.values())
+    if isinstance(schema, list):
+        return any(_has_remote_ref(value) for value in schema)
+    return False
 
 
 def tool_call_schema(constraint: ForcedToolCall, fmt: ToolFormat,
@@ -59,12 +76,42 @@ def _tool_call_grammar(constraint: ForcedToolCall, fmt: ToolFormat,
     return f"root ::= {prefix} call {suffix}\n{rules}"
 
 
+ANY_TYPE = ["string", "number", "integer", "boolean", "object", "array", "null"]
+# Keywords that say what a value is; a schema with none of them accepts any value.
+_ASSERTIONS = frozenset({
+    "type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "properties", "items",
+    "prefixItems", "additionalProperties", "pattern", "format", "not",
+})
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
+def any_value_explicit(schema: Any) -> Any:
+    """The schema with every "any value" subschema (e.g. only a description) spelled out as
+    a union of all types, which llama.cpp's converter can take (it refuses the bare form)."""
+    if not isinstance(schema, Mapping):
+        return schema
+    out = dict(schema)
+    if not _ASSERTIONS & out.keys():
+        out["type"] = ANY_TYPE
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {k: any_value_explicit(v) for k, v in out[key].items()}
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [any_value_explicit(v) for v in out[key]]
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = any_value_explicit(out[key])
+    return out
+
+
 def _json_rules(schema: Mapping[str, Any], name: str) -> str:
     from llama_cpp.llama_grammar import SchemaConverter
 
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False,
                                 raw_pattern=False)
-    resolved = converter.resolve_refs(dict(schema), "request")
+    resolved = converter.resolve_refs(any_value_explicit(schema), "request")
     converter.visit(resolved, name)
     grammar: str = converter.format_grammar()
     return grammar
