@@ -195,3 +195,24 @@ def test_a_forced_call_without_tools_is_refused(name: str | None) -> None:
     with pytest.raises(InvalidRequestError) as info:
         apply_tool_choice((), "required", name, param="tool_choice.name")
     assert info.value.param == "tool_choice.name"
+
+
+def test_any_value_subschemas_are_spelled_out_for_the_converter() -> None:
+    from mlxjan.chat.constraints import ANY_TYPE, any_value_explicit
+
+    schema = {"type": "object", "properties": {
+        "args": {"description": "anything, verbatim"},
+        "list": {"type": "array", "items": {"title": "item"}},
+        "either": {"anyOf": [{"type": "string"}, {"description": "other"}]}}}
+    out = any_value_explicit(schema)
+    assert out["properties"]["args"] == {"description": "anything, verbatim", "type": ANY_TYPE}
+    assert out["properties"]["list"]["items"]["type"] == ANY_TYPE
+    assert out["properties"]["either"]["anyOf"][1]["type"] == ANY_TYPE
+    assert out["properties"]["either"]["anyOf"][0] == {"type": "string"}
+    assert gbnf_for(JsonOutput(schema), HERMES, {}) is not None
+
+
+def test_remote_refs_are_never_followed() -> None:
+    remote = {"type": "object", "properties": {"a": {"$ref": "https://example.com/x.json"}}}
+    assert gbnf_for(JsonOutput(remote), HERMES, {}) is None
+    assert gbnf_for(ForcedToolCall(), HERMES, {"t": remote}) is None
