@@ -86,23 +86,33 @@ _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 
 
-def any_value_explicit(schema: Any) -> Any:
-    """The schema with every "any value" subschema (e.g. only a description) spelled out as
-    a union of all types, which llama.cpp's converter can take (it refuses the bare form)."""
+# llama.cpp's converter unrolls bounded repetition into nested rules: Claude Code's
+# `maxLength: 524288` alone made a 4 MB grammar that crashed llama.cpp. Large bounds are
+# dropped (the text stays valid JSON of the right type), and oversized grammars refused.
+_MAX_BOUND = 256
+_BOUNDS = ("maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties")
+MAX_GRAMMAR_BYTES = 256 * 1024
+
+
+def grammar_friendly(schema: Any) -> Any:
+    """The schema as llama.cpp's converter can take it: every "any value" subschema (e.g.
+    only a description, which it refuses) spelled out as a union of all types, and length
+    or count bounds above _MAX_BOUND dropped."""
     if not isinstance(schema, Mapping):
         return schema
-    out = dict(schema)
+    out = {k: v for k, v in schema.items()
+           if not (k in _BOUNDS and isinstance(v, int) and v > _MAX_BOUND)}
     if not _ASSERTIONS & out.keys():
         out["type"] = ANY_TYPE
     for key in _SUBSCHEMA_MAPS:
         if isinstance(out.get(key), Mapping):
-            out[key] = {k: any_value_explicit(v) for k, v in out[key].items()}
+            out[key] = {k: grammar_friendly(v) for k, v in out[key].items()}
     for key in _SUBSCHEMA_LISTS:
         if isinstance(out.get(key), list):
-            out[key] = [any_value_explicit(v) for v in out[key]]
+            out[key] = [grammar_friendly(v) for v in out[key]]
     for key in ("items", "additionalProperties"):
         if isinstance(out.get(key), Mapping):
-            out[key] = any_value_explicit(out[key])
+            out[key] = grammar_friendly(out[key])
     return out
 
 
@@ -111,9 +121,11 @@ def _json_rules(schema: Mapping[str, Any], name: str) -> str:
 
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False,
                                 raw_pattern=False)
-    resolved = converter.resolve_refs(any_value_explicit(schema), "request")
+    resolved = converter.resolve_refs(grammar_friendly(schema), "request")
     converter.visit(resolved, name)
     grammar: str = converter.format_grammar()
+    if len(grammar) > MAX_GRAMMAR_BYTES:
+        raise ValueError(f"the grammar would be {len(grammar)} bytes")
     return grammar
 
 

@@ -198,18 +198,28 @@ def test_a_forced_call_without_tools_is_refused(name: str | None) -> None:
 
 
 def test_any_value_subschemas_are_spelled_out_for_the_converter() -> None:
-    from mlxjan.chat.constraints import ANY_TYPE, any_value_explicit
+    from mlxjan.chat.constraints import ANY_TYPE, grammar_friendly
 
     schema = {"type": "object", "properties": {
         "args": {"description": "anything, verbatim"},
         "list": {"type": "array", "items": {"title": "item"}},
         "either": {"anyOf": [{"type": "string"}, {"description": "other"}]}}}
-    out = any_value_explicit(schema)
+    out = grammar_friendly(schema)
     assert out["properties"]["args"] == {"description": "anything, verbatim", "type": ANY_TYPE}
     assert out["properties"]["list"]["items"]["type"] == ANY_TYPE
     assert out["properties"]["either"]["anyOf"][1]["type"] == ANY_TYPE
     assert out["properties"]["either"]["anyOf"][0] == {"type": "string"}
     assert gbnf_for(JsonOutput(schema), HERMES, {}) is not None
+
+
+def test_huge_bounds_are_dropped_and_huge_grammars_refused() -> None:
+    from mlxjan.chat.constraints import grammar_friendly
+
+    schema = {"type": "string", "maxLength": 524288, "minLength": 2}
+    assert grammar_friendly(schema) == {"type": "string", "minLength": 2}
+    big = {"type": "object", "properties": {
+        f"p{i}": {"type": "string", "maxLength": 200} for i in range(200)}}
+    assert gbnf_for(JsonOutput(big), HERMES, {}) is None
 
 
 def test_remote_refs_are_never_followed() -> None:
