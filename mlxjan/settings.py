@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # Seconds between keep-alive events (SSE comments, Anthropic pings) while the prompt is
     # being processed and no token has come yet.
     keepalive_interval: float = Field(default=5.0, gt=0, le=300)
+    # With tools on offer, a call the model begins in free text is regenerated under the
+    # tool-call grammar (valid by construction). Off: calls are only parsed.
+    tool_grammar: bool = True
     # Local models that Claude's tiers map to (any `claude-*opus*` name, ...); None: default.
     anthropic_opus_model: str | None = None
     anthropic_sonnet_model: str | None = None

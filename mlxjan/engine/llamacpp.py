@@ -41,8 +41,10 @@ _RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
 
 class LlamaCppEngine:
     def __init__(self, model_id: str, weights: Path, *, chat_template: str | None,
-                 context_length: int, threads: int | None = None) -> None:
+                 context_length: int, threads: int | None = None,
+                 tool_grammar: bool = True) -> None:
         self.model_id = model_id
+        self.tool_grammar = tool_grammar
         self.weights = weights
         self.context_length = context_length
         self.threads = threads
@@ -51,7 +53,6 @@ class LlamaCppEngine:
         self._llm: Llama | None = None
         self._template = ChatTemplate(chat_template)
         self._add_bos = False
-        self._load_lock = threading.Lock()
 
     # --- lifecycle (every llama.cpp call happens on the engine thread) --------------------
 
@@ -146,7 +147,7 @@ class LlamaCppEngine:
                  ) -> tuple[Callable[[str], bool | None], LlamaGrammar] | None:
         """With tools on offer and no constraint, a call begun in free text is redone under
         a grammar, so it comes out valid, in the family's native syntax."""
-        if not declared or request.constraint is not None:
+        if not declared or request.constraint is not None or not self.tool_grammar:
             return None
         grammar = self._grammar(llm, ForcedToolCall(), fmt, declared)
         return None if grammar is None else (lambda text: call_attempt(text, fmt), grammar)

@@ -66,6 +66,7 @@ class EngineManager:
             chat_template=manifest.chat_template,
             context_length=self.context_length_for(manifest),
             threads=self._settings.threads,
+            tool_grammar=self._settings.tool_grammar,
         )
 
     def context_length_for(self, manifest: Manifest) -> int:

@@ -60,3 +60,18 @@ def test_claude_code_answers_from_the_local_model(claude_bin: Path, server_url: 
     assert result["result"].strip(), result
     # Claude Code's whole system prompt and tools went through the local model.
     assert result["usage"]["input_tokens"] + result["usage"]["cache_read_input_tokens"] > 5000
+
+
+def test_claude_code_creates_a_file_through_a_tool_call(claude_bin: Path, server_url: str,
+                                                         tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(
+        [str(claude_bin), "-p", "Create a file named hello.txt containing hi",
+         "--allowedTools", "Write", "--max-turns", "2", "--output-format", "json"],
+        cwd=work, env=_claude_env(tmp_path / "home", server_url), capture_output=True,
+        text=True, timeout=1500, check=False)
+    created = work / "hello.txt"
+    # The small model may go on calling tools after the write; the turn cap ends that.
+    assert created.exists(), proc.stdout + proc.stderr
+    assert created.read_text().strip() == "hi"

@@ -1,0 +1,158 @@
+"""How often a tool request yields a valid call: mlxjan against peers, same model, one run.
+
+20 varied prompts, each answerable by one of 8 declared tools, sent greedy through the
+OpenAI API with `tool_choice` "auto" and "required". A call is valid when it names a declared
+tool and its arguments parse and validate against that tool's JSON Schema; "right tool" also
+needs the tool the prompt asks for. Servers: mlxjan (tool grammar on, and off), llama-cpp-
+python's server with its `chatml-function-calling` format, and optionally llama.cpp's own
+`llama-server --jinja` (built from the llama-cpp-python sdist; pass --llama-server PATH).
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/bench_tools.py [--llama-server /path/to/llama-server]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mlxjan.models.store import ModelStore
+from mlxjan.settings import DEFAULT_MODEL, Settings
+from tests.serving import free_port, wait_until_up
+
+
+def _tool(name: str, description: str, **props: str) -> dict[str, Any]:
+    return {"type": "function", "function": {
+        "name": name, "description": description,
+        "parameters": {"type": "object", "required": list(props),
+                       "properties": {k: {"type": v} for k, v in props.items()}}}}
+
+
+TOOLS = [
+    _tool("get_weather", "Current weather for a city", city="string"),
+    _tool("search_web", "Search the web", query="string"),
+    _tool("calculate", "Evaluate an arithmetic expression", expression="string"),
+    _tool("send_email", "Send an email", to="string", subject="string", body="string"),
+    _tool("create_file", "Create a file with content", path="string", content="string"),
+    _tool("get_time", "Current time in a timezone", timezone="string"),
+    _tool("translate", "Translate text", text="string", target_language="string"),
+    _tool("set_reminder", "Set a reminder", time="string", message="string"),
+]
+PROMPTS = [
+    ("What is the weather in Paris?", "get_weather"),
+    ("Is it raining in Tokyo right now?", "get_weather"),
+    ("How warm is it in Cairo today?", "get_weather"),
+    ("Search the web for the latest Python release.", "search_web"),
+    ("Find news about the Mars rover.", "search_web"),
+    ("Look up who wrote Don Quixote.", "search_web"),
+    ("What is 1234 * 5678?", "calculate"),
+    ("Compute the square root of 144 plus 10.", "calculate"),
+    ("Calculate 15% of 240.", "calculate"),
+    ("Email bob@example.com with subject Lunch saying see you at noon.", "send_email"),
+    ("Send an email to alice@example.com: the report is ready, subject Report.",
+     "send_email"),
+    ("Create a file named notes.txt containing hello world.", "create_file"),
+    ("Write a file todo.md with the text buy milk.", "create_file"),
+    ("What time is it in New York?", "get_time"),
+    ("Tell me the current time in UTC.", "get_time"),
+    ("Translate 'good morning' into Spanish.", "translate"),
+    ("How do you say thank you in Japanese? Translate it.", "translate"),
+    ("Remind me at 6pm to call mom.", "set_reminder"),
+    ("Set a reminder for tomorrow 9am: dentist appointment.", "set_reminder"),
+    ("Please remind me in one hour to stretch.", "set_reminder"),
+]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+
+def judge(message: dict[str, Any], expected: str) -> tuple[bool, bool]:
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return False, False
+    valid = True
+    for call in calls:
+        name = call["function"]["name"]
+        try:
+            args = json.loads(call["function"]["arguments"])
+            jsonschema.validate(args, SCHEMAS[name])
+        except (KeyError, ValueError, jsonschema.ValidationError):
+            valid = False
+    return valid, valid and calls[0]["function"]["name"] == expected
+
+
+@contextmanager
+def server(cmd: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc, path="/v1/models", timeout=180)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def score(url: str, model: str, choice: str) -> tuple[int, int]:
+    valid = right = 0
+    with httpx.Client(timeout=600) as http:
+        for prompt, expected in PROMPTS:
+            body = {"model": model, "temperature": 0.0, "max_tokens": 200, "tools": TOOLS,
+                    "tool_choice": choice, "messages": [{"role": "user", "content": prompt}]}
+            reply = http.post(f"{url}/v1/chat/completions", json=body)
+            if reply.status_code != 200:
+                continue
+            ok, hit = judge(reply.json()["choices"][0]["message"], expected)
+            valid, right = valid + ok, right + hit
+    return valid, right
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--llama-server", type=Path, help="a llama-server binary to compare")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    store = ModelStore(Settings().data_dir)
+    manifest = store.get(DEFAULT_MODEL)
+    if manifest is None:
+        raise SystemExit(f"run `mlxjan pull {DEFAULT_MODEL}` first")
+    gguf, threads = str(store.weights_path(manifest)), str(args.threads)
+    mlxjan = [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
+              "--context-length", "4096", "--log-level", "warning"]
+    peers: list[tuple[str, list[str], dict[str, str]]] = [
+        ("mlxjan (tool grammar on)", mlxjan, {}),
+        ("mlxjan (tool grammar off)", mlxjan, {"MLXJAN_TOOL_GRAMMAR": "false"}),
+        ("llama_cpp.server chatml-function-calling",
+         [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--n_ctx", "4096",
+          "--n_threads", threads, "--chat_format", "chatml-function-calling",
+          "--model_alias", DEFAULT_MODEL], {}),
+    ]
+    if args.llama_server:
+        peers.append(("llama-server --jinja", [str(args.llama_server), "-m", gguf, "--jinja",
+                                               "-c", "4096", "-t", threads,
+                                               "--alias", DEFAULT_MODEL], {}))
+    n = len(PROMPTS)
+    print(f"{'server':42} {'auto valid':>10} {'auto right':>10} {'req valid':>10} "
+          f"{'req right':>10}   (of {n})")
+    for name, cmd, env in peers:
+        with server(cmd, env) as url:
+            auto, required = score(url, DEFAULT_MODEL, "auto"), \
+                score(url, DEFAULT_MODEL, "required")
+        print(f"{name:42} {auto[0]:>10} {auto[1]:>10} {required[0]:>10} {required[1]:>10}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
