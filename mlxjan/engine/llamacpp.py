@@ -11,7 +11,8 @@ import asyncio
 import logging
 import random
 import threading
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ from mlxjan.chat.tool_calls import (
 from mlxjan.chat.tool_stream import ToolCallSplitter
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 from mlxjan.engine.generation import decode_loop
-from mlxjan.engine.llamacpp_decode import prefill, reuse_prefix, sample
+from mlxjan.engine.llamacpp_decode import Restart, prefill, reuse_prefix, sample
 from mlxjan.engine.worker import Emit, EngineThread
 from mlxjan.errors import ContextLengthExceededError, EngineError
 
@@ -143,14 +144,17 @@ class LlamaCppEngine:
                     tool_calls=ToolCallSplitter(fmt, declared) if declared else None)
 
     def _restart(self, llm: Llama, request: GenerationRequest, fmt: ToolFormat,
-                 declared: Mapping[str, JsonSchema]
-                 ) -> tuple[Callable[[str], bool | None], LlamaGrammar] | None:
+                 declared: Mapping[str, JsonSchema]) -> Restart | None:
         """With tools on offer and no constraint, a call begun in free text is redone under
-        a grammar, so it comes out valid, in the family's native syntax."""
+        a grammar, so it comes out valid, in the family's native syntax, and greedily: the
+        arguments are data, where sampling noise only adds mistakes."""
         if not declared or request.constraint is not None or not self.tool_grammar:
             return None
         grammar = self._grammar(llm, ForcedToolCall(), fmt, declared)
-        return None if grammar is None else (lambda text: call_attempt(text, fmt), grammar)
+        if grammar is None:
+            return None
+        return Restart(lambda text: call_attempt(text, fmt), grammar,
+                       replace(request.sampling, temperature=0.0))
 
     @staticmethod
     def _grammar(llm: Llama, constraint: Constraint | None, fmt: ToolFormat,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,13 +59,22 @@ def prefill(llm: Llama, tokens: list[int], cancelled: threading.Event) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Restart:
+    """When `check` says so, the answer starts again under `grammar`, with `sampling`."""
+
+    check: AttemptCheck
+    grammar: LlamaGrammar
+    sampling: SamplingParams
+
+
 def sample(llm: Llama, prompt: list[int], sampling: SamplingParams,
            grammar: LlamaGrammar | None = None,
-           restart: tuple[AttemptCheck, LlamaGrammar] | None = None) -> Iterator[SampledToken]:
+           restart: Restart | None = None) -> Iterator[SampledToken]:
     """Sample after the prompt until end of generation (the caller stops it otherwise).
 
-    With `restart`, the check sees the answer as it grows; when it says True, everything
-    sampled is dropped and the answer starts again under the given grammar (once).
+    With `restart`, its check sees the answer as it grows; when it says True, everything
+    sampled is dropped and the answer starts again under its grammar (once).
     """
     import llama_cpp
 
@@ -78,11 +88,12 @@ def sample(llm: Llama, prompt: list[int], sampling: SamplingParams,
             return
         piece = llm.detokenize([token])
         if restart is not None:
-            decision = restart[0](text + piece.decode("utf-8", errors="ignore"))
+            decision = restart.check(text + piece.decode("utf-8", errors="ignore"))
             if decision:
                 # The model began a tool call in free text: answer again, constrained.
                 _rewind_to_prompt(llm, prompt)
-                sampler, restart, text = build_sampler(llm, sampling, restart[1]), None, ""
+                sampling = restart.sampling
+                sampler, restart, text = build_sampler(llm, sampling, restart.grammar), None, ""
                 yield SampledToken(b"", restart=True)
                 continue
             if decision is False:
