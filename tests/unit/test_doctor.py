@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -26,10 +25,6 @@ TOO_LITTLE = 1 << 20
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No MLXJAN_* from the shell, no config file, HOME in tmp, plenty of memory."""
-    for name in list(os.environ):
-        if name.upper().startswith("MLXJAN_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("MLXJAN_CONFIG", str(tmp_path / "absent.toml"))
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
-import os
 import socketserver
 import threading
 from collections.abc import Callable, Iterator
@@ -26,25 +25,9 @@ from tests.serving import free_port
 
 @pytest.fixture(autouse=True)
 def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("MLXJAN_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("MLXJAN_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.setenv("MLXJAN_HOME", str(tmp_path / "data"))
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """`configure_logging` replaces the root handlers: close its own, put pytest's back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @contextmanager

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import plistlib
 import shlex
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,10 +29,6 @@ exit "$code"
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No MLXJAN_* from the shell (but a key the service files must not pick up); HOME in tmp."""
-    for name in list(os.environ):
-        if name.upper().startswith("MLXJAN_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("MLXJAN_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.setenv("MLXJAN_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("MLXJAN_API_KEY", SECRET)
     home = tmp_path / "home"
@@ -44,18 +39,6 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return home
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """`main` reconfigures the root logger: close what it added, put pytest's handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
@@ -368,3 +351,8 @@ def test_uninstall_when_not_installed_is_fine(isolated: Path,
     assert _systemd("uninstall") == 0
     assert _launchd("uninstall") == 0
     assert len(calls()) == 3
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging(restore_logging: None) -> None:
+    """Every test here may reconfigure logging through the CLI."""

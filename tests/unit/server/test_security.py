@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from pathlib import Path
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from mlxjan.server.security import LOOPBACK_HOSTS, SecurityMiddleware, allowed_hosts, host_name
 from mlxjan.settings import Settings
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("MLXJAN_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("MLXJAN_CONFIG", str(tmp_path / "absent.toml"))
 
 
 @pytest.mark.parametrize(
