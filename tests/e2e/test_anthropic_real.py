@@ -43,3 +43,32 @@ def test_prompt_too_long_in_anthropic_words(claude: anthropic.Anthropic) -> None
         claude.messages.create(model=DEFAULT_MODEL, max_tokens=10, messages=[
             {"role": "user", "content": "hello " * 40000}])
     assert "prompt is too long" in exc.value.message and "32768 maximum" in exc.value.message
+
+
+def test_count_tokens_does_not_wait_behind_generation(claude: anthropic.Anthropic,
+                                                      server_url: str) -> None:
+    import threading
+
+    import httpx
+
+    finished = threading.Event()
+    first_chunk = threading.Event()
+
+    def long_generation() -> None:
+        with httpx.stream("POST", f"{server_url}/v1/chat/completions", timeout=300, json={
+                "model": DEFAULT_MODEL, "stream": True, "max_tokens": 400, "temperature": 0,
+                "messages": [{"role": "user", "content": "Write a long story."}]}) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    first_chunk.set()
+        finished.set()
+
+    worker = threading.Thread(target=long_generation)
+    worker.start()
+    assert first_chunk.wait(60)
+    counted = claude.messages.count_tokens(model=DEFAULT_MODEL, messages=[
+        {"role": "user", "content": "How many tokens is this?"}])
+    # The answer came while the 400-token generation was still running.
+    assert not finished.is_set()
+    assert counted.input_tokens > 5
+    worker.join(300)
