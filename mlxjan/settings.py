@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # None: the number of physical cores llama.cpp would pick (half the logical ones).
     threads: int | None = Field(default=None, ge=1, le=512)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Requests held at once, running or waiting; more are refused (503 / Anthropic 529).
+    max_pending_requests: int = Field(default=32, ge=1, le=10_000)
     # Seconds between keep-alive events (SSE comments, Anthropic pings) while the prompt is
     # being processed and no token has come yet.
     keepalive_interval: float = Field(default=5.0, gt=0, le=300)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from mlxjan.engine.base import Engine, ModelInfo
+from mlxjan.engine.scheduler import Admission
 from mlxjan.errors import EngineError, ModelNotFoundError
 from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.settings import Settings
@@ -26,6 +27,7 @@ class EngineManager:
         self._fixed = engines is not None
         self._engines: dict[str, Engine] = dict(engines or {})
         self._lock = asyncio.Lock()
+        self.admission = Admission(settings.max_pending_requests)
 
     def list_models(self) -> list[ModelInfo]:
         if self._fixed:

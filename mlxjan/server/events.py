@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from mlxjan.engine.base import (
     TextDelta,
     ToolCallDelta,
 )
+from mlxjan.engine.scheduler import Admission, Ticket
 from mlxjan.errors import EngineError, RequestTimeoutError
 
 log = logging.getLogger(__name__)
@@ -40,15 +42,26 @@ class OpenedStream:
     events: AsyncIterator[Generated]
 
 
-async def open_stream(engine: Engine, request: GenerationRequest,
-                      timeout: float) -> OpenedStream:
+async def open_stream(engine: Engine, request: GenerationRequest, timeout: float,
+                      admission: Admission | None = None) -> OpenedStream:
+    """Admit the request, start it, and wait until the engine has accepted the prompt."""
+    ticket = admission.enter() if admission is not None else None
     began = time.perf_counter()
     events = _with_deadline(engine.stream(request), timeout)
-    first = await anext(events, None)
-    if not isinstance(first, Started):
+    try:
+        first = await anext(events, None)
+        if not isinstance(first, Started):
+            raise EngineError("the engine ended the stream before it started")
+    except BaseException:
         await events.aclose()
-        raise EngineError("the engine ended the stream before it started")
-    return OpenedStream(first, _after_start(events, request.model, began))
+        if ticket is not None:
+            ticket.release()
+        raise
+    stream = _after_start(events, request.model, began, ticket)
+    if ticket is not None:
+        # Also when the response never iterates the stream (the client left first).
+        weakref.finalize(stream, ticket.release)
+    return OpenedStream(first, stream)
 
 
 async def drain(events: AsyncIterator[Generated]
@@ -91,8 +104,8 @@ async def with_keepalive(events: AsyncIterator[Generated], interval: float
             await close()
 
 
-async def _after_start(events: AsyncGenerator[Event, None], model: str, began: float
-                       ) -> AsyncIterator[Generated]:
+async def _after_start(events: AsyncGenerator[Event, None], model: str, began: float,
+                       ticket: Ticket | None = None) -> AsyncIterator[Generated]:
     first_token: float | None = None
     try:
         async for event in events:
@@ -107,6 +120,8 @@ async def _after_start(events: AsyncGenerator[Event, None], model: str, began: f
         # `async for` never closes what it iterates: close the engine's stream now (which
         # cancels its job), not whenever the garbage collector finalizes it.
         await events.aclose()
+        if ticket is not None:
+            ticket.release()
 
 
 def _log_timings(model: str, finished: Finished, began: float, first_output: float) -> None:

@@ -1,9 +1,10 @@
-"""`GET /models`: OpenAI's list shape, or Anthropic's when the caller sends anthropic-version."""
+"""`GET /models` (OpenAI's list shape, or Anthropic's with anthropic-version) and `/status`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from mlxjan.engine.manager import EngineManager
 from mlxjan.server.anthropic import schemas as anthropic
 from mlxjan.server.anthropic.routes import serving as messages_serving
 from mlxjan.server.openai import schemas as openai
@@ -17,6 +18,14 @@ async def list_models(request: Request) -> openai.ModelList | anthropic.ModelLis
     if "anthropic-version" in request.headers:
         return messages_serving(request).models()
     return chat_serving(request).models()
+
+
+@router.get("/status", tags=["server"])
+async def status(request: Request) -> dict[str, object]:
+    """What the server holds now: loaded models and requests running or waiting."""
+    manager: EngineManager = request.app.state.manager
+    return {"models": manager.loaded(),
+            "requests": {"active": manager.admission.active, "limit": manager.admission.limit}}
 
 
 @router.get("/models/{model_id}", response_model=openai.ModelCard)

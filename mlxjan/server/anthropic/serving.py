@@ -38,7 +38,8 @@ class MessagesServing:
         model_id = self._model_id(body.model)
         request = convert.to_generation_request(body, model_id)
         engine = await self._manager.get(model_id)
-        opened = await open_stream(engine, request, self._settings.request_timeout)
+        opened = await open_stream(engine, request, self._settings.request_timeout,
+                                  self._manager.admission)
         message_id = f"msg_{uuid.uuid4().hex}"
         if body.stream:
             return StreamingResponse(

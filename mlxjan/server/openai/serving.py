@@ -32,7 +32,8 @@ class ChatServing:
     async def create(self, body: s.ChatCompletionRequest) -> Response:
         request = convert.to_generation_request(body)
         engine = await self._manager.get(body.model)
-        opened = await open_stream(engine, request, self._settings.request_timeout)
+        opened = await open_stream(engine, request, self._settings.request_timeout,
+                                  self._manager.admission)
         ids = convert.CompletionIds(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()),
                                     body.model)
         if body.stream:
