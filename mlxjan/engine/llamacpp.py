@@ -1,8 +1,9 @@
 """The llama.cpp engine, through llama-cpp-python, on its own engine thread.
 
 Prompts are rendered with the model's own chat template (chat/template.py), never with
-llama-cpp-python's built-in chat formats; tokens come from `Llama.generate`, which also reuses
-the longest prefix still in the KV cache from the previous request (reported as cached).
+llama-cpp-python's built-in chat formats. The token loop (llamacpp_decode.py) reuses the
+longest prefix still in the KV cache from the previous request (reported as cached),
+prefills in cancellable chunks and samples with this server's own sampler chain.
 """
 
 from __future__ import annotations
