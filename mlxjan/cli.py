@@ -1,4 +1,4 @@
-"""`mlxjan serve | pull | list | rm | service | doctor`: a thin CLI over plain functions."""
+"""`mlxjan serve | pull | list | rm | ps | service | doctor`: a thin CLI over plain functions."""
 
 from __future__ import annotations
 
@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                                             "status", "logs"])
     service.add_argument("--manager", choices=["auto", "launchd", "systemd"], default="auto")
 
+    ps = sub.add_parser("ps", help="show what the running server holds")
+    ps.add_argument("--host")
+    ps.add_argument("--port", type=int)
+    ps.add_argument("--api-key")
+
     doctor = sub.add_parser("doctor", help="check port, service, models and memory")
     doctor.add_argument("--port", type=int)
     _add_store_flags(doctor)
@@ -123,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(manager_for(args.manager).run(args.action))
             return 0
+        if args.command == "ps":
+            from mlxjan.runner import ps
+
+            return ps(settings)
         if args.command == "doctor":
             from mlxjan.doctor import doctor
 

@@ -57,6 +57,22 @@ def configure_logging(settings: Settings) -> None:
                         force=True)
 
 
+def local_json(host: str, port: int, path: str, api_key: str | None = None) -> object:
+    """GET a JSON document from a server on this machine; raises OSError/ValueError."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host.strip("[]")
+    url_host = f"[{target}]" if ":" in target else target
+    request = urllib.request.Request(f"http://{url_host}:{port}{path}")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    # Straight to the port: a proxy from the environment (http_proxy) must not get it.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=2) as resp:
+            return json.loads(resp.read())
+    except http.client.HTTPException as exc:  # it answers, but not in HTTP (BadStatusLine)
+        raise OSError(str(exc)) from exc
+
+
 def port_state(host: str, port: int) -> PortState:
     """Whether `port` is free, held by a healthy mlxjan, or held by something else."""
     target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host.strip("[]")
@@ -65,16 +81,30 @@ def port_state(host: str, port: int) -> PortState:
             pass
     except OSError:
         return "free"
-    url_host = f"[{target}]" if ":" in target else target
-    # Straight to the port: a proxy from the environment (http_proxy) must not get the probe.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"http://{url_host}:{port}/health", timeout=2) as resp:
-            body = json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
-        # HTTPException: a listener that answers, but not in HTTP (BadStatusLine).
+        body = local_json(host, port, "/health")
+    except (OSError, ValueError):
         return "other"
     return "mlxjan" if isinstance(body, dict) and body.get("name") == "mlxjan" else "other"
+
+
+def ps(settings: Settings) -> int:
+    """Print what the running server holds: loaded models and requests in flight."""
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    try:
+        status = local_json(settings.host, settings.port, f"{settings.api_prefix}/status", key)
+    except (OSError, ValueError) as exc:
+        print(f"no mlxjan answering on {settings.host}:{settings.port} ({exc})")
+        return 1
+    assert isinstance(status, dict)
+    requests = status.get("requests", {})
+    print(f"requests: {requests.get('active')} running or waiting (limit {requests.get('limit')})")
+    models = status.get("models") or []
+    print(f"{'MODEL':40} {'ENGINE':9} {'LOADED':6} {'CONTEXT':>8}")
+    for m in models:
+        print(f"{m.get('model', '?'):40} {m.get('engine', '?'):9} "
+              f"{'yes' if m.get('loaded') else 'no':6} {m.get('context_length', '-'):>8}")
+    return 0
 
 
 def serve(settings: Settings) -> int:

@@ -202,3 +202,22 @@ def test_configure_logging_writes_to_a_rotating_file(tmp_path: Path) -> None:
 def test_configure_logging_without_file_adds_no_file_handler() -> None:
     configure_logging(Settings())
     assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers)
+
+
+def test_ps_shows_the_running_servers_models_and_requests(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mlxjan.engine.base import Engine
+    from mlxjan.engine.fake import FakeEngine
+    from mlxjan.runner import ps
+    from mlxjan.server.app import create_app
+    from tests.serving import running
+
+    engines: dict[str, Engine] = {"fake-model": FakeEngine("fake-model")}
+    with running(create_app(Settings(data_dir=tmp_path, api_key="k"), engines)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        assert ps(Settings(data_dir=tmp_path, port=port, api_key="k")) == 0
+        out = capsys.readouterr().out
+        assert "0 running or waiting (limit 32)" in out and "fake-model" in out
+        assert ps(Settings(data_dir=tmp_path, port=port, api_key="wrong")) == 1
+    assert ps(Settings(data_dir=tmp_path, port=port)) == 1
+    assert "no mlxjan answering" in capsys.readouterr().out
