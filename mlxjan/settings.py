@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # None: the number of physical cores llama.cpp would pick (half the logical ones).
     threads: int | None = Field(default=None, ge=1, le=512)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Memory for snapshots of earlier prompts' KV caches, so interleaved conversations
+    # (an agent and its subagents) each find their prefix again. 0 turns it off.
+    prompt_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
     # Requests held at once, running or waiting; more are refused (503 / Anthropic 529).
     max_pending_requests: int = Field(default=32, ge=1, le=10_000)
     # Seconds between keep-alive events (SSE comments, Anthropic pings) while the prompt is

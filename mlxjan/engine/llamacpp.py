@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,16 @@ from mlxjan.chat.tool_calls import (
 from mlxjan.chat.tool_stream import ToolCallSplitter
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 from mlxjan.engine.generation import decode_loop
-from mlxjan.engine.llamacpp_decode import Restart, prefill, reuse_prefix, sample
+from mlxjan.engine.llamacpp_decode import (
+    KvState,
+    Restart,
+    prefill,
+    restore,
+    reuse_prefix,
+    sample,
+    snapshot,
+)
+from mlxjan.engine.prompt_cache import PromptCache, common_prefix
 from mlxjan.engine.worker import Emit, EngineThread
 from mlxjan.errors import ContextLengthExceededError, EngineError
 
@@ -39,13 +48,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
+# Shorter prompts are cheaper to recompute than to snapshot; smaller gains not worth a restore.
+MIN_SNAPSHOT_TOKENS = 512
+MIN_REUSE_GAIN = 256
 
 
 class LlamaCppEngine:
     def __init__(self, model_id: str, weights: Path, *, chat_template: str | None,
                  context_length: int, threads: int | None = None,
-                 tool_grammar: bool = True) -> None:
+                 tool_grammar: bool = True, prompt_cache_bytes: int = 0) -> None:
         self.model_id = model_id
+        self._cache: PromptCache[KvState] = PromptCache(prompt_cache_bytes)
         self.tool_grammar = tool_grammar
         self.weights = weights
         self.context_length = context_length
@@ -97,7 +110,8 @@ class LlamaCppEngine:
 
     def health(self) -> dict[str, object]:
         return {"engine": "llamacpp", "model": self.model_id, "loaded": self._llm is not None,
-                "context_length": self.context_length}
+                "context_length": self.context_length,
+                "prompt_cache": asdict(self._cache.stats())}
 
     # --- generation ------------------------------------------------------------------------
 
@@ -128,6 +142,7 @@ class LlamaCppEngine:
         if room < 1:
             raise ContextLengthExceededError(len(prompt), self.context_length)
         sampling = request.sampling
+        self._switch_cache(llm, prompt)
         cached = reuse_prefix(llm, prompt, batch_aligned=sampling.seed is not None)
         emit(Started(len(prompt), cached))
         if not prefill(llm, prompt[cached:], cancelled):
@@ -143,6 +158,22 @@ class LlamaCppEngine:
                     max_new_tokens=min(sampling.max_tokens or room, room), emit=emit,
                     cancelled=cancelled,
                     tool_calls=ToolCallSplitter(fmt, declared) if declared else None)
+
+    def _switch_cache(self, llm: Llama, prompt: list[int]) -> None:
+        """Keep the live cache as a snapshot before a different prompt overwrites it, and
+        restore the snapshot that shares the most with `prompt` when it beats the live one."""
+        live = llm.input_ids[: llm.n_tokens].tolist()
+        live_shared = common_prefix(live, prompt)
+        entry, shared = self._cache.best(prompt)
+        better = entry is not None and shared >= live_shared + MIN_REUSE_GAIN
+        overwritten = len(live) - live_shared >= MIN_REUSE_GAIN or better
+        if len(live) >= MIN_SNAPSHOT_TOKENS and overwritten and not self._cache.holds(live):
+            self._cache.put(live, *snapshot(llm))
+        if entry is not None and better and restore(llm, entry.state, entry.size, entry.tokens):
+            self._cache.take(entry)
+            log.info("%s: restored a cached prefix of %d tokens", self.model_id, shared)
+        elif len(prompt) >= MIN_SNAPSHOT_TOKENS and live_shared < MIN_REUSE_GAIN:
+            self._cache.miss()
 
     def _restart(self, llm: Llama, request: GenerationRequest, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> Restart | None:

@@ -8,6 +8,7 @@ the model begins a tool call in free text.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -158,3 +159,30 @@ def _logprob(llm: Llama, token: int, top: int) -> TokenLogprob:
     best = np.argpartition(-shifted, top)[:top] if top else np.array([], dtype=np.int64)
     ranked = sorted((int(t) for t in best), key=lambda t: -float(shifted[t]))
     return TokenLogprob(text, value, raw, tuple(entry(t) for t in ranked))
+
+
+# Snapshots of the live KV cache, for the prompt cache (engine/prompt_cache.py).
+KvState = Any  # a ctypes byte array holding one sequence's state
+
+
+def snapshot(llm: Llama) -> tuple[KvState, int]:
+    """Copy the live cache (sequence 0) out of llama.cpp."""
+    import llama_cpp
+
+    size = llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, 0)
+    buffer = (ctypes.c_uint8 * size)()
+    written = llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, buffer, size, 0)
+    return buffer, int(written)
+
+
+def restore(llm: Llama, state: KvState, size: int, tokens: tuple[int, ...]) -> bool:
+    """Replace the live cache with a snapshot of `tokens`; False (cache empty) on failure."""
+    import llama_cpp
+
+    llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+    if not llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, state, size, 0):
+        llm.n_tokens = 0
+        return False
+    llm.input_ids[: len(tokens)] = tokens
+    llm.n_tokens = len(tokens)
+    return True

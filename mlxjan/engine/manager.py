@@ -69,6 +69,7 @@ class EngineManager:
             context_length=self.context_length_for(manifest),
             threads=self._settings.threads,
             tool_grammar=self._settings.tool_grammar,
+            prompt_cache_bytes=self._settings.prompt_cache_bytes,
         )
 
     def context_length_for(self, manifest: Manifest) -> int:
