@@ -100,10 +100,15 @@ def ps(settings: Settings) -> int:
     requests = status.get("requests", {})
     print(f"requests: {requests.get('active')} running or waiting (limit {requests.get('limit')})")
     models = status.get("models") or []
-    print(f"{'MODEL':40} {'ENGINE':9} {'LOADED':6} {'CONTEXT':>8}")
+    print(f"{'MODEL':40} {'ENGINE':9} {'LOADED':6} {'CONTEXT':>8}  PROMPT CACHE")
     for m in models:
+        cache = m.get("prompt_cache") or {}
+        cached = (f"{cache.get('entries', 0)} entries, {cache.get('bytes', 0) / 2**20:.0f} MiB, "
+                  f"{cache.get('hits', 0)} hits / {cache.get('misses', 0)} misses") if cache \
+            else "-"
         print(f"{m.get('model', '?'):40} {m.get('engine', '?'):9} "
-              f"{'yes' if m.get('loaded') else 'no':6} {m.get('context_length', '-'):>8}")
+              f"{'yes' if m.get('loaded') else 'no':6} {m.get('context_length', '-'):>8}  "
+              f"{cached}")
     return 0
 
 
