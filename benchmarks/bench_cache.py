@@ -1,0 +1,86 @@
+"""Prompt reuse: time to first token as a share of cold, mlxjan against peers, one run.
+
+Workload on the default model: conversation A with a ~2,000-token system prompt (cold), its
+second turn, a conversation B with another long system prompt, then A again (A-B-A). Each
+server starts fresh. Peers: llama-cpp-python's server and, with --llama-server PATH, llama.cpp's
+own `llama-server -np 4` (built from the llama-cpp-python sdist; never committed).
+
+    .venv/bin/python benchmarks/bench_cache.py [--llama-server PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_tools import server
+from mlxjan.models.store import ModelStore
+from mlxjan.settings import DEFAULT_MODEL, Settings
+
+SYSTEM_A = "You are a ship's navigator. " + "The sea is calm and the stars are bright. " * 220
+SYSTEM_B = "You are a mountain guide. " + "The trail is steep and the air is thin. " * 220
+
+
+def ttft(url: str, system: str, history: list[dict[str, str]]) -> float:
+    body = {"model": DEFAULT_MODEL, "stream": True, "max_tokens": 8, "temperature": 0.0,
+            "messages": [{"role": "system", "content": system}, *history]}
+    start = time.perf_counter()
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=900) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                choices = json.loads(line[6:]).get("choices") or []
+                if choices and choices[0].get("delta", {}).get("content"):
+                    return time.perf_counter() - start
+    raise RuntimeError("no token came")
+
+
+def workload(url: str) -> dict[str, float]:
+    turn1 = [{"role": "user", "content": "Where are we?"}]
+    turn2 = [*turn1, {"role": "assistant", "content": "At sea."},
+             {"role": "user", "content": "Which way is north?"}]
+    cold = ttft(url, SYSTEM_A, turn1)
+    second = ttft(url, SYSTEM_A, turn2)
+    ttft(url, SYSTEM_B, turn1)
+    aba = ttft(url, SYSTEM_A, [*turn2, {"role": "assistant", "content": "That way."},
+                               {"role": "user", "content": "How far to port?"}])
+    return {"cold": cold, "turn2": second, "aba": aba}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--llama-server", type=Path)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    store = ModelStore(Settings().data_dir)
+    manifest = store.get(DEFAULT_MODEL)
+    if manifest is None:
+        raise SystemExit(f"run `mlxjan pull {DEFAULT_MODEL}` first")
+    gguf, threads = str(store.weights_path(manifest)), str(args.threads)
+    peers = [
+        ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
+                    "--context-length", "8192", "--log-level", "warning"]),
+        ("llama_cpp.server", [sys.executable, "-m", "llama_cpp.server", "--model", gguf,
+                              "--n_ctx", "8192", "--n_threads", threads,
+                              "--model_alias", DEFAULT_MODEL]),
+    ]
+    if args.llama_server:
+        peers.append(("llama-server -np 4", [str(args.llama_server), "-m", gguf, "-np", "4",
+                                             "-c", "32768", "-t", threads, "--jinja"]))
+    print(f"{'server':20} {'cold s':>8} {'turn 2':>14} {'A-B-A':>14}")
+    for name, cmd in peers:
+        with server(cmd) as url:
+            r = workload(url)
+        print(f"{name:20} {r['cold']:8.2f} {r['turn2']:6.2f} ({r['turn2'] / r['cold']:5.1%}) "
+              f"{r['aba']:6.2f} ({r['aba'] / r['cold']:5.1%})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
