@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mlxjan.engine.base import SamplingParams
+
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 EngineName = Literal["auto", "mlx", "llamacpp"]
 
@@ -86,6 +88,9 @@ class Settings(BaseSettings):
     # None: the number of physical cores llama.cpp would pick (half the logical ones).
     threads: int | None = Field(default=None, ge=1, le=512)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Temperature for requests that leave it out (Claude Code never sends one). Small local
+    # models pick tools more reliably cooler; 0 is greedy.
+    default_temperature: float = Field(default=0.8, ge=0, le=2)
     # Memory for snapshots of earlier prompts' KV caches, so interleaved conversations
     # (an agent and its subagents) each find their prefix again. 0 turns it off.
     prompt_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
@@ -122,6 +127,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_file())
         return (init_settings, env_settings, toml)
+
+    def sampling_defaults(self) -> SamplingParams:
+        return SamplingParams(temperature=self.default_temperature)
 
     @property
     def models_dir(self) -> Path:

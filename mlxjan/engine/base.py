@@ -48,6 +48,9 @@ class SamplingParams:
     top_logprobs: int = 0
 
 
+DEFAULT_SAMPLING = SamplingParams()
+
+
 @dataclass(frozen=True)
 class JsonOutput:
     """The answer must be JSON: an object matching `schema`, or any object if None."""

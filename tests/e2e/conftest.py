@@ -51,15 +51,16 @@ class ServerProcess:
 
 
 @contextmanager
-def serve_process(log_dir: Path, *args: str, port: int | None = None
-                  ) -> Iterator[ServerProcess]:
+def serve_process(log_dir: Path, *args: str, port: int | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """`mlxjan serve` as a real process on a free loopback port, stopped afterwards."""
     port = port or free_port()
     log = log_dir / f"serve-{port}.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlxjan", "serve", "--port", str(port), *args],
-            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=sink, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     server = ServerProcess(f"http://127.0.0.1:{port}", port, proc, log)
     try:
         try:

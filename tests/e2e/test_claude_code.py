@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import serve_process
+
 pytestmark = pytest.mark.e2e
 CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.328"
 
@@ -62,15 +64,20 @@ def test_claude_code_answers_from_the_local_model(claude_bin: Path, server_url: 
     assert result["usage"]["input_tokens"] + result["usage"]["cache_read_input_tokens"] > 5000
 
 
-def test_claude_code_creates_a_file_through_a_tool_call(claude_bin: Path, server_url: str,
+def test_claude_code_creates_a_file_through_a_tool_call(claude_bin: Path,
+                                                         default_model_path: Path,
                                                          tmp_path: Path) -> None:
+    # Claude Code sends no temperature; at the default 0.8 this small model sometimes
+    # answers in prose instead of calling Write. Agents on small models want it cool, and
+    # `default_temperature` is the documented setting for that.
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run(
-        [str(claude_bin), "-p", "Create a file named hello.txt containing hi",
-         "--allowedTools", "Write", "--max-turns", "2", "--output-format", "json"],
-        cwd=work, env=_claude_env(tmp_path / "home", server_url), capture_output=True,
-        text=True, timeout=1500, check=False)
+    with serve_process(tmp_path, env={"MLXJAN_DEFAULT_TEMPERATURE": "0"}) as server:
+        proc = subprocess.run(
+            [str(claude_bin), "-p", "Create a file named hello.txt containing hi",
+             "--allowedTools", "Write", "--max-turns", "2", "--output-format", "json"],
+            cwd=work, env=_claude_env(tmp_path / "home", server.url), capture_output=True,
+            text=True, timeout=1500, check=False)
     created = work / "hello.txt"
     # The small model may go on calling tools after the write; the turn cap ends that.
     assert created.exists(), proc.stdout + proc.stderr

@@ -9,6 +9,7 @@ from typing import Any
 from mlxjan.chat.constraints import apply_tool_choice
 from mlxjan.chat.tool_stream import assemble_calls
 from mlxjan.engine.base import (
+    DEFAULT_SAMPLING,
     ChatMessage,
     Finished,
     FinishReason,
@@ -41,8 +42,9 @@ def resolve_model(name: str, settings: Settings, installed: Iterable[str]) -> st
     raise ModelNotFoundError(name)
 
 
-def to_generation_request(req: s.MessagesRequest | s.CountTokensRequest,
-                          model_id: str) -> GenerationRequest:
+def to_generation_request(req: s.MessagesRequest | s.CountTokensRequest, model_id: str,
+                          defaults: SamplingParams = DEFAULT_SAMPLING) -> GenerationRequest:
+    """`defaults` fills what the request leaves out (the server's default temperature)."""
     messages: list[ChatMessage] = []
     system = system_text(req.system)
     if system:
@@ -50,7 +52,7 @@ def to_generation_request(req: s.MessagesRequest | s.CountTokensRequest,
     for index, message in enumerate(req.messages):
         messages.extend(_convert_message(message, index))
     tools, forced = _tools(req)
-    sampling = _sampling(req) if isinstance(req, s.MessagesRequest) else SamplingParams()
+    sampling = _sampling(req, defaults) if isinstance(req, s.MessagesRequest) else defaults
     return GenerationRequest(model=model_id, messages=tuple(messages), sampling=sampling,
                              tools=tools, constraint=forced)
 
@@ -82,8 +84,7 @@ def _strip_billing(text: str) -> str:
     return "\n".join(line for line in lines if not line.startswith(BILLING_HEADER)).strip("\n")
 
 
-def _sampling(req: s.MessagesRequest) -> SamplingParams:
-    defaults = SamplingParams()
+def _sampling(req: s.MessagesRequest, defaults: SamplingParams) -> SamplingParams:
     return SamplingParams(
         max_tokens=req.max_tokens,  # the engine clamps it to the room left in the context
         temperature=defaults.temperature if req.temperature is None else req.temperature,

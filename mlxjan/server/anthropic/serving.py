@@ -36,7 +36,8 @@ class MessagesServing:
 
     async def create(self, body: s.MessagesRequest) -> Response:
         model_id = self._model_id(body.model)
-        request = convert.to_generation_request(body, model_id)
+        request = convert.to_generation_request(body, model_id,
+                                                self._settings.sampling_defaults())
         engine = await self._manager.get(model_id)
         opened = await open_stream(engine, request, self._settings.request_timeout,
                                   self._manager.admission)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from mlxjan.chat.constraints import apply_tool_choice
 from mlxjan.chat.tool_stream import assemble_calls
 from mlxjan.engine.base import (
+    DEFAULT_SAMPLING,
     ChatMessage,
     Constraint,
     Finished,
@@ -38,14 +39,16 @@ class CompletionIds:
     model: str
 
 
-def to_generation_request(req: s.ChatCompletionRequest) -> GenerationRequest:
+def to_generation_request(req: s.ChatCompletionRequest,
+                          defaults: SamplingParams = DEFAULT_SAMPLING) -> GenerationRequest:
+    """`defaults` fills what the request leaves out (the server's default temperature)."""
     if req.n != 1:
         raise InvalidRequestError("n > 1 is not supported: ask for one choice per request.",
                                   param="n")
     messages = tuple(_message(m, i) for i, m in enumerate(req.messages))
     tools, forced = _tools(req)
     constraint: Constraint | None = forced or _response_format(req.response_format)
-    return GenerationRequest(model=req.model, messages=messages, sampling=_sampling(req),
+    return GenerationRequest(model=req.model, messages=messages, sampling=_sampling(req, defaults),
                              tools=tools, constraint=constraint)
 
 
@@ -69,8 +72,7 @@ def _response_format(fmt: s.ResponseFormat | None) -> JsonOutput | None:
     return JsonOutput(fmt.json_schema.schema_)
 
 
-def _sampling(req: s.ChatCompletionRequest) -> SamplingParams:
-    defaults = SamplingParams()
+def _sampling(req: s.ChatCompletionRequest, defaults: SamplingParams) -> SamplingParams:
     stops = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     if len(stops) > MAX_STOP_STRINGS or any(len(x) > 512 for x in stops):
         raise InvalidRequestError(

@@ -30,7 +30,7 @@ class ChatServing:
         self._settings = settings
 
     async def create(self, body: s.ChatCompletionRequest) -> Response:
-        request = convert.to_generation_request(body)
+        request = convert.to_generation_request(body, self._settings.sampling_defaults())
         engine = await self._manager.get(body.model)
         opened = await open_stream(engine, request, self._settings.request_timeout,
                                   self._manager.admission)
