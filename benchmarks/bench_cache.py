@@ -10,9 +10,7 @@ own `llama-server -np 4` (built from the llama-cpp-python sdist; never committed
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,9 +18,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_tools import server
-from mlxjan.models.store import ModelStore
-from mlxjan.settings import DEFAULT_MODEL, Settings
+from benchmarks.bench_tools import peer_args, server
+from mlxjan.settings import DEFAULT_MODEL
 
 SYSTEM_A = "You are a ship's navigator. " + "The sea is calm and the stars are bright. " * 220
 SYSTEM_B = "You are a mountain guide. " + "The trail is steep and the air is thin. " * 220
@@ -54,15 +51,8 @@ def workload(url: str) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--llama-server", type=Path)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    args = parser.parse_args()
-    store = ModelStore(Settings().data_dir)
-    manifest = store.get(DEFAULT_MODEL)
-    if manifest is None:
-        raise SystemExit(f"run `mlxjan pull {DEFAULT_MODEL}` first")
-    gguf, threads = str(store.weights_path(manifest)), str(args.threads)
+    args, gguf = peer_args()
+    threads = str(args.threads)
     peers = [
         ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
                     "--context-length", "8192", "--log-level", "warning"]),

@@ -118,7 +118,8 @@ def score(url: str, model: str, choice: str) -> tuple[int, int]:
     return valid, right
 
 
-def main() -> int:
+def peer_args() -> tuple[argparse.Namespace, str]:
+    """Command-line options shared by the peer benchmarks, and the default model's GGUF."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--llama-server", type=Path, help="a llama-server binary to compare")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -127,7 +128,12 @@ def main() -> int:
     manifest = store.get(DEFAULT_MODEL)
     if manifest is None:
         raise SystemExit(f"run `mlxjan pull {DEFAULT_MODEL}` first")
-    gguf, threads = str(store.weights_path(manifest)), str(args.threads)
+    return args, str(store.weights_path(manifest))
+
+
+def main() -> int:
+    args, gguf = peer_args()
+    threads = str(args.threads)
     mlxjan = [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
               "--context-length", "4096", "--log-level", "warning"]
     peers: list[tuple[str, list[str], dict[str, str]]] = [

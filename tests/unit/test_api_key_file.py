@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,7 @@ from mlxjan.settings import Settings, read_key_file
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No MLXJAN_* from the developer's shell; a config path that does not exist."""
-    for name in list(os.environ):
-        if name.upper().startswith("MLXJAN_"):
-            monkeypatch.delenv(name)
+    """The config path tests here may write (conftest already cleared MLXJAN_*)."""
     monkeypatch.setenv("MLXJAN_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.setenv("MLXJAN_HOME", str(tmp_path / "home"))
 

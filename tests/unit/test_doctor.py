@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -164,19 +163,10 @@ def test_doctor_fails_when_a_check_fails(tmp_path: Path, busy_port: int,
     assert all(line.startswith("ok ") for line in lines[1:])
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_cli_doctor(tmp_path: Path, busy_port: int,
                     capsys: pytest.CaptureFixture[str]) -> None:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        data = ["--data-dir", str(tmp_path / "data")]
-        assert main(["doctor", "--port", str(free_port()), *data]) == 0
-        assert main(["doctor", "--port", str(busy_port), *data]) == 1
-    finally:
-        for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["doctor", "--port", str(free_port()), *data]) == 0
+    assert main(["doctor", "--port", str(busy_port), *data]) == 1
     assert "held by another program" in capsys.readouterr().out
