@@ -39,13 +39,7 @@ def tcp_listener(handle: Callable[[socketserver.BaseRequestHandler], None]) -> I
             handle(self)
 
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        try:
-            yield server.server_address[1]
-        finally:
-            server.shutdown()
-            thread.join(5)
+        yield from _serve_in_thread(server)
 
 
 @contextmanager
@@ -64,13 +58,18 @@ def http_health(body: bytes, status: int = 200) -> Iterator[int]:
             pass
 
     with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        try:
-            yield server.server_address[1]
-        finally:
-            server.shutdown()
-            thread.join(5)
+        yield from _serve_in_thread(server)
+
+
+def _serve_in_thread(server: socketserver.BaseServer) -> Iterator[int]:
+    """Serve in a thread, yield the port, then shut down and join."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server.server_address[1]  # type: ignore[misc]
+    finally:
+        server.shutdown()
+        thread.join(5)
 
 
 MLXJAN_HEALTH = json.dumps({"status": "ok", "name": "mlxjan"}).encode()
