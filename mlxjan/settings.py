@@ -7,7 +7,6 @@ at `MLXJAN_CONFIG` or `<config dir>/mlxjan/config.toml`.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Literal
@@ -24,10 +23,6 @@ from mlxjan.engine.base import SamplingParams
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 EngineName = Literal["auto", "mlx", "llamacpp"]
-
-
-def is_apple_silicon() -> bool:
-    return sys.platform == "darwin" and platform.machine() == "arm64"
 
 
 def default_data_dir() -> Path:
