@@ -8,6 +8,7 @@ A model is installed exactly when its folder holds a valid manifest. Files are a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ class Manifest(BaseModel):
     id: str
     format: Literal["gguf", "mlx"]
     source: str
-    file: str
+    file: str  # the GGUF file's name; "." for an MLX model, whose folder is the model
     sha256: str
     size: int
     created: int
@@ -75,6 +76,7 @@ class ModelStore:
         return [m for m in found if m is not None]
 
     def weights_path(self, manifest: Manifest) -> Path:
+        """The GGUF file, or for an MLX model its folder (config, safetensors, tokenizer)."""
         return self.model_dir(manifest.id) / manifest.file
 
     def remove(self, model_id: str) -> bool:
@@ -101,7 +103,7 @@ class ModelStore:
     def install(self, staged: Path, manifest: Manifest) -> Manifest:
         """Move a staged folder into place, then write its manifest (last, atomically)."""
         final = self.model_dir(manifest.id)
-        if (staged / manifest.file).stat().st_size != manifest.size:
+        if staged_size(staged / manifest.file) != manifest.size:
             raise ModelStoreError(f"staged file for {manifest.id} has the wrong size")
         if final.exists():
             self.remove(manifest.id)
@@ -118,6 +120,29 @@ class ModelStore:
             pid = folder.name.rsplit(".", 2)[-2] if folder.name.count(".") >= 2 else ""
             if not pid.isdigit() or not _pid_alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def staged_size(path: Path) -> int:
+    """Bytes of a weights file, or of every file under an MLX model folder."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def folder_sha256(folder: Path) -> str:
+    """One digest for an MLX model folder: sha256 over each file's relative name and digest."""
+    outer = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        outer.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
+    return outer.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def new_manifest(**fields: object) -> Manifest:
