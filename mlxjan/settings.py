@@ -7,6 +7,7 @@ at `MLXJAN_CONFIG` or `<config dir>/mlxjan/config.toml`.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,10 @@ from mlxjan.engine.base import SamplingParams
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 EngineName = Literal["auto", "mlx", "llamacpp"]
+
+
+def is_apple_silicon() -> bool:
+    return sys.platform == "darwin" and platform.machine() == "arm64"
 
 
 def default_data_dir() -> Path:
@@ -89,6 +94,10 @@ class Settings(BaseSettings):
     # Memory for snapshots of earlier prompts' KV caches, so interleaved conversations
     # (an agent and its subagents) each find their prefix again. 0 turns it off.
     prompt_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
+    # Disk for prompt-cache entries, so long prefixes survive a restart; 0 turns it off.
+    # They live in `prompt_cache_dir`, default `<data dir>/cache`, one folder per model file.
+    prompt_cache_disk_bytes: int = Field(default=4 * 1024**3, ge=0)
+    prompt_cache_dir: Path | None = None
     # Requests held at once, running or waiting; more are refused (503 / Anthropic 529).
     max_pending_requests: int = Field(default=32, ge=1, le=10_000)
     # Seconds between keep-alive events (SSE comments, Anthropic pings) while the prompt is
@@ -104,6 +113,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # When set, logs go to this file too, rotated at 10 MB with 5 old files kept.
     log_file: Path | None = None
+    # Hugging Face Hub for `mlxjan pull org/repo`: None falls back to HF_ENDPOINT, then
+    # huggingface.co; the token to HF_TOKEN or the `hf auth login` one.
+    hf_endpoint: str | None = None
+    hf_token: SecretStr | None = None
 
     @model_validator(mode="after")
     def _key_from_file(self) -> Settings:
@@ -130,8 +143,12 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
+    @property
+    def cache_dir(self) -> Path:
+        return self.prompt_cache_dir or self.data_dir / "cache"
+
     def resolved_engine(self) -> Literal["mlx", "llamacpp"]:
-        # The MLX engine is issue 3; until it exists every host runs llama.cpp.
+        """`auto`: MLX on Apple Silicon, where it is the fastest path; llama.cpp elsewhere."""
         if self.engine == "auto":
-            return "llamacpp"
+            return "mlx" if is_apple_silicon() else "llamacpp"
         return self.engine

@@ -11,8 +11,9 @@ import asyncio
 import logging
 
 from mlxjan.engine.base import Engine, ModelInfo
+from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.scheduler import Admission
-from mlxjan.errors import EngineError, ModelNotFoundError
+from mlxjan.errors import ModelNotFoundError
 from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.settings import Settings
 
@@ -57,10 +58,9 @@ class EngineManager:
         return engine
 
     def _build(self, manifest: Manifest) -> Engine:
-        kind = self._settings.resolved_engine()
-        if kind == "mlx" or manifest.format != "gguf":
-            raise EngineError("the MLX engine is not available in this build yet; "
-                              "use --engine llamacpp with a GGUF model")
+        # An MLX folder can only run on MLX; a GGUF runs on either (converted once for MLX).
+        if manifest.format == "mlx" or self._settings.resolved_engine() == "mlx":
+            return self._build_mlx(manifest)
         from mlxjan.engine.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(
@@ -70,7 +70,26 @@ class EngineManager:
             threads=self._settings.threads,
             tool_grammar=self._settings.tool_grammar,
             prompt_cache_bytes=self._settings.prompt_cache_bytes,
+            disk_cache=self.disk_cache_for(manifest),
         )
+
+    def _build_mlx(self, manifest: Manifest) -> Engine:
+        from mlxjan.engine.mlx import MlxEngine
+        from mlxjan.models.mlx_cache import mlx_model_dir
+
+        return MlxEngine(
+            manifest.id, lambda: mlx_model_dir(self._store, manifest),
+            chat_template=manifest.chat_template,
+            context_length=self.context_length_for(manifest),
+            prompt_cache_bytes=self._settings.prompt_cache_bytes,
+        )
+
+    def disk_cache_for(self, manifest: Manifest) -> DiskCacheConfig | None:
+        """Where this model's prompt-cache entries persist; None when that is off."""
+        if not self._settings.prompt_cache_disk_bytes:
+            return None
+        return DiskCacheConfig(self._settings.cache_dir, manifest.sha256,
+                               self._settings.prompt_cache_disk_bytes)
 
     def context_length_for(self, manifest: Manifest) -> int:
         if self._settings.context_length is not None:

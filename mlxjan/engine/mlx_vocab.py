@@ -1,0 +1,66 @@
+"""Token pieces as bytes for a Hugging Face tokenizer, the way llama.cpp renders them.
+
+The shared decode loop (generation.py) takes one byte string per token and assembles UTF-8
+itself, so both engines stream the same text. llama.cpp's `token_to_piece` (special=False)
+gives control tokens as nothing and every other token as its raw bytes; this table gives
+the same for byte-level BPE vocabularies (GPT-2 style byte map) and SentencePiece ones
+("▁" for a space, `<0xNN>` byte-fallback tokens).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+_SPM_SPACE = "\u2581"
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's printable stand-in character for every byte, reversed."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+def _is_byte_level(hf_tokenizer: Any) -> bool:
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    return "ByteLevel" in repr(decoder)
+
+
+def _byte_level_piece(token: str) -> bytes:
+    table = _byte_decoder()
+    if all(c in table for c in token):
+        return bytes(table[c] for c in token)
+    return token.encode("utf-8")
+
+
+def _spm_piece(token: str) -> bytes:
+    match = _BYTE_TOKEN.fullmatch(token)
+    if match:
+        return bytes([int(match.group(1), 16)])
+    return token.replace(_SPM_SPACE, " ").encode("utf-8")
+
+
+def token_pieces(hf_tokenizer: Any) -> list[bytes]:
+    """One byte string per token id; control (special) tokens render as b""."""
+    size = len(hf_tokenizer)
+    tokens: list[str | None] = hf_tokenizer.convert_ids_to_tokens(list(range(size)))
+    piece = _byte_level_piece if _is_byte_level(hf_tokenizer) else _spm_piece
+    pieces = [piece(t) if t is not None else b"" for t in tokens]
+    added: dict[int, Any] = getattr(hf_tokenizer, "added_tokens_decoder", {})
+    for token_id, added_token in added.items():
+        if 0 <= token_id < size:
+            # Added tokens are stored verbatim, not byte-mapped; special ones are controls.
+            pieces[token_id] = b"" if added_token.special else added_token.content.encode()
+    return pieces
