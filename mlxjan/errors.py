@@ -125,6 +125,35 @@ class ModelStoreError(MlxjanError):
     code = "model_store_error"
 
 
+class ConversionError(ModelStoreError):
+    """Converting a model (GGUF or safetensors -> MLX) failed."""
+
+    code = "conversion_error"
+
+
+class UnsupportedArchitectureError(ConversionError):
+    code = "unsupported_architecture"
+
+    def __init__(self, architecture: str, supported: tuple[str, ...]) -> None:
+        super().__init__(
+            f"cannot convert architecture '{architecture}': supported are "
+            f"{', '.join(supported)}.",
+        )
+        self.architecture = architecture
+
+
+class HubUnreachableError(ModelStoreError):
+    """The Hugging Face Hub (or HF_ENDPOINT) could not be reached, or offline mode is on."""
+
+    code = "hub_unreachable"
+
+
+class ModelNotFoundOnHubError(ModelStoreError):
+    """The Hub answered, but the repo, revision or file does not exist (or is private/gated)."""
+
+    code = "model_not_found_on_hub"
+
+
 class InvalidModelIdError(InvalidRequestError):
     code = "invalid_model_id"
 
