@@ -84,3 +84,31 @@ def client(server_url: str) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{server_url}/v1", api_key="none", max_retries=0,
                        timeout=300) as c:
         yield c
+
+
+TINY_MLX_MODEL = "tiny-qwen2-mlx"
+
+
+@pytest.fixture(scope="session")
+def tiny_mlx_home(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding one MLX model: the default model's tokenizer, 2 random layers."""
+    from converters.tiny import make_tiny_model
+    from mlxjan.models.store import ModelStore, folder_sha256, new_manifest, staged_size
+
+    home = tmp_path_factory.mktemp("mlx-home")
+    store = ModelStore(home)
+    with store.staging(TINY_MLX_MODEL) as staged:
+        folder = make_tiny_model(default_model_path, staged / "model", seed=7)
+        store.install(folder, new_manifest(
+            id=TINY_MLX_MODEL, format="mlx", source="tiny", file=".", architecture="qwen2",
+            sha256=folder_sha256(folder), size=staged_size(folder), context_length=4096))
+    return home
+
+
+@pytest.fixture(scope="session")
+def mlx_server_url(tiny_mlx_home: Path, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[str]:
+    with serve_process(tmp_path_factory.mktemp("serve-mlx"), "--engine", "mlx",
+                       env={"MLXJAN_HOME": str(tiny_mlx_home),
+                            "MLXJAN_DEFAULT_MODEL": TINY_MLX_MODEL}) as server:
+        yield server.url

@@ -1,0 +1,164 @@
+"""The same API behaviour from both engines: llama.cpp with the default model, and MLX
+(on this CPU) with a tiny model made of the default model's tokenizer and random layers.
+
+Every check here holds whatever the model says: it compares the server with itself
+(greedy runs, seeds, stream against whole answer, a stop string taken from its own output).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from mlxjan.settings import DEFAULT_MODEL
+from tests.e2e.conftest import TINY_MLX_MODEL
+
+pytestmark = pytest.mark.e2e
+GREEDY = {"temperature": 0.0}
+LONG_SYSTEM = "You are a careful assistant. " + "Answers are short and exact. " * 100
+
+
+@dataclass
+class Target:
+    engine: str
+    model: str
+    url: str
+    client: openai.OpenAI
+
+
+@pytest.fixture(scope="module", params=["llamacpp", "mlx"])
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    engine: str = request.param
+    url: str = request.getfixturevalue("server_url" if engine == "llamacpp"
+                                       else "mlx_server_url")
+    model = DEFAULT_MODEL if engine == "llamacpp" else TINY_MLX_MODEL
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0,
+                       timeout=300) as client:
+        yield Target(engine, model, url, client)
+
+
+def _complete(t: Target, text: str, **kw: object) -> openai.types.chat.ChatCompletion:
+    return t.client.chat.completions.create(  # type: ignore[call-overload, no-any-return]
+        model=t.model, messages=[{"role": "user", "content": text}], **kw)
+
+
+def _stream_text(t: Target, text: str, **kw: object) -> tuple[list[str], object]:
+    chunks = list(t.client.chat.completions.create(  # type: ignore[call-overload]
+        model=t.model, messages=[{"role": "user", "content": text}], stream=True,
+        stream_options={"include_usage": True}, **kw))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and
+              c.choices[0].delta.content]
+    return pieces, chunks[-1].usage
+
+
+def test_lists_its_model(target: Target) -> None:
+    assert target.model in [m.id for m in target.client.models.list().data]
+
+
+def test_streams_token_by_token_with_usage(target: Target) -> None:
+    pieces, usage = _stream_text(target, "Count from one to fifty in words.", max_tokens=12,
+                                 **GREEDY)
+    assert len(pieces) >= 6
+    assert usage is not None and usage.completion_tokens == 12  # type: ignore[attr-defined]
+
+
+def test_stream_and_whole_answer_agree(target: Target) -> None:
+    question = "Describe the sea in one sentence."
+    whole = _complete(target, question, max_tokens=16, **GREEDY)
+    pieces, usage = _stream_text(target, question, max_tokens=16, **GREEDY)
+    assert "".join(pieces) == whole.choices[0].message.content
+    assert whole.usage is not None
+    assert usage.prompt_tokens == whole.usage.prompt_tokens  # type: ignore[attr-defined]
+
+
+def test_max_tokens_gives_length(target: Target) -> None:
+    result = _complete(target, "Write a long story about a cat.", max_completion_tokens=5,
+                       **GREEDY)
+    assert result.choices[0].finish_reason == "length"
+    assert result.usage is not None and result.usage.completion_tokens == 5
+
+
+def test_stop_string_taken_from_own_output(target: Target) -> None:
+    question = "List ten fruits, one per line."
+    text = _complete(target, question, max_tokens=24, **GREEDY).choices[0].message.content
+    assert text and len(text) > 8
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    stopped = _complete(target, question, max_tokens=24, stop=[stop], **GREEDY)
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stopped.choices[0].message.content == text[: text.index(stop)]
+
+
+def test_same_seed_same_output(target: Target) -> None:
+    def sample() -> str | None:
+        return _complete(target, "Invent a name for a dragon.", temperature=1.0, seed=4321,
+                         max_tokens=12).choices[0].message.content
+
+    assert sample() == sample()
+
+
+def test_logprobs(target: Target) -> None:
+    result = _complete(target, "Say yes.", max_tokens=4, logprobs=True, top_logprobs=2,
+                       **GREEDY)
+    content = result.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and result.usage is not None
+    assert len(content) == result.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-3)
+
+
+def test_second_turn_reuses_the_prompt(target: Target) -> None:
+    first = [{"role": "system", "content": LONG_SYSTEM},
+             {"role": "user", "content": f"Hello from the {target.engine} test."}]
+    answer = target.client.chat.completions.create(model=target.model, messages=first,  # type: ignore[arg-type]
+                                                   max_tokens=4, **GREEDY)
+    second = [*first, {"role": "assistant", "content": answer.choices[0].message.content},
+              {"role": "user", "content": "And again."}]
+    again = target.client.chat.completions.create(model=target.model, messages=second,  # type: ignore[arg-type]
+                                                  max_tokens=4, **GREEDY)
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens > 500
+
+
+def test_errors_in_openai_shape(target: Target) -> None:
+    with pytest.raises(openai.NotFoundError):
+        target.client.chat.completions.create(model="no-such-model",
+                                              messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as too_long:
+        _complete(target, "hello " * 40000)
+    assert too_long.value.code == "context_length_exceeded"
+    assert _complete(target, "Say OK.", max_tokens=3).choices[0].message.content is not None
+
+
+def test_anthropic_stream(target: Target) -> None:
+    with anthropic.Anthropic(base_url=target.url, api_key="none", max_retries=0) as claude, \
+            claude.messages.stream(model=target.model, max_tokens=6, messages=[
+                {"role": "user", "content": "Name a colour."}]) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert events[0].type == "message_start"
+    assert events[0].message.usage.input_tokens > 0  # type: ignore[union-attr]
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 6
+
+
+def test_disconnect_mid_answer_frees_the_engine(target: Target) -> None:
+    body = {"model": target.model, "stream": True, "max_tokens": 4000,
+            "messages": [{"role": "user", "content": "Write a very long essay."}]}
+    with httpx.stream("POST", f"{target.url}/v1/chat/completions", json=body,
+                      timeout=120) as response:
+        lines = response.iter_lines()
+        for _ in range(6):
+            next(lines)
+    # The abandoned request leaves within a decode step (4000 tokens would take minutes).
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{target.url}/v1/status").json()["requests"]["active"]:
+        assert time.monotonic() < deadline, "the abandoned request still holds the engine"
+        time.sleep(0.1)
+    result = _complete(target, "Say OK.", max_tokens=3)
+    assert result.choices[0].finish_reason in ("stop", "length")
