@@ -28,10 +28,13 @@ from mlxjan.chat.tool_calls import (
 )
 from mlxjan.chat.tool_stream import ToolCallSplitter
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
+from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.generation import decode_loop
 from mlxjan.engine.llamacpp_decode import (
+    KV_CODEC,
     KvState,
     Restart,
+    context_params,
     prefill,
     restore,
     reuse_prefix,
@@ -56,9 +59,11 @@ MIN_REUSE_GAIN = 256
 class LlamaCppEngine:
     def __init__(self, model_id: str, weights: Path, *, chat_template: str | None,
                  context_length: int, threads: int | None = None,
-                 tool_grammar: bool = True, prompt_cache_bytes: int = 0) -> None:
+                 tool_grammar: bool = True, prompt_cache_bytes: int = 0,
+                 disk_cache: DiskCacheConfig | None = None) -> None:
         self.model_id = model_id
-        self._cache: PromptCache[KvState] = PromptCache(prompt_cache_bytes)
+        disk = disk_cache.open(_state_params(context_length)) if disk_cache else None
+        self._cache: PromptCache[KvState] = PromptCache(prompt_cache_bytes, disk, KV_CODEC)
         self.tool_grammar = tool_grammar
         self.weights = weights
         self.context_length = context_length
@@ -81,11 +86,11 @@ class LlamaCppEngine:
 
         log.info("loading %s (n_ctx=%d)", self.weights, self.context_length)
         try:
-            llm = llama_cpp.Llama(str(self.weights), n_ctx=self.context_length,
-                                  n_threads=self.threads, n_threads_batch=self.threads,
-                                  verbose=False)
+            llm = llama_cpp.Llama(str(self.weights), **context_params(
+                self.context_length, self.threads))
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"failed to load model '{self.model_id}': {exc}") from exc
+        self._cache.open_disk()
         vocab = llm._model.vocab
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self._template = ChatTemplate(
@@ -99,6 +104,7 @@ class LlamaCppEngine:
     async def unload(self) -> None:
         def drop() -> None:
             if self._llm is not None:
+                self._persist_live(self._llm)
                 self._llm.close()
                 self._llm = None
 
@@ -164,16 +170,25 @@ class LlamaCppEngine:
         restore the snapshot that shares the most with `prompt` when it beats the live one."""
         live = llm.input_ids[: llm.n_tokens].tolist()
         live_shared = common_prefix(live, prompt)
-        entry, shared = self._cache.best(prompt)
+        entry, shared = self._cache.lookup(prompt, at_least=live_shared + MIN_REUSE_GAIN)
         better = entry is not None and shared >= live_shared + MIN_REUSE_GAIN
         overwritten = len(live) - live_shared >= MIN_REUSE_GAIN or better
         if len(live) >= MIN_SNAPSHOT_TOKENS and overwritten and not self._cache.holds(live):
             self._cache.put(live, *snapshot(llm))
         if entry is not None and better and restore(llm, entry.state, entry.size, entry.tokens):
             self._cache.take(entry)
-            log.info("%s: restored a cached prefix of %d tokens", self.model_id, shared)
+            log.info("%s: restored a cached prefix of %d tokens (from %s)", self.model_id,
+                     shared, entry.source)
         elif len(prompt) >= MIN_SNAPSHOT_TOKENS and live_shared < MIN_REUSE_GAIN:
             self._cache.miss()
+
+    def _persist_live(self, llm: Llama) -> None:
+        """Write the live cache to disk (unless a file covers it) and wait for the writes:
+        at unload and shutdown, when nothing else waits for the engine."""
+        live = llm.input_ids[: llm.n_tokens].tolist()
+        if len(live) >= MIN_SNAPSHOT_TOKENS:
+            self._cache.persist(live, *snapshot(llm))
+        self._cache.flush()
 
     def _restart(self, llm: Llama, request: GenerationRequest, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> Restart | None:
@@ -208,6 +223,16 @@ class LlamaCppEngine:
             return None
         llama_cpp.llama_sampler_free(probe)
         return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def _state_params(context_length: int) -> dict[str, str | int | float | bool]:
+    """What a saved KV state is only valid under: the library that wrote it (its format)
+    and the context parameters that shape it."""
+    from importlib.metadata import version
+
+    shaping = ("n_ctx", "flash_attn", "type_k", "type_v")
+    return {"engine": "llamacpp", "llama_cpp_python": version("llama-cpp-python"),
+            **{k: v for k, v in context_params(context_length, None).items() if k in shaping}}
 
 
 def _token_text(llm: Llama, token: int) -> str:

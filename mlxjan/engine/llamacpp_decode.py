@@ -18,6 +18,7 @@ import numpy as np
 
 from mlxjan.engine.base import SamplingParams, TokenLogprob
 from mlxjan.engine.generation import SampledToken
+from mlxjan.engine.prompt_cache import StateCodec
 from mlxjan.errors import EngineError
 
 if TYPE_CHECKING:
@@ -161,8 +162,25 @@ def _logprob(llm: Llama, token: int, top: int) -> TokenLogprob:
     return TokenLogprob(text, value, raw, tuple(entry(t) for t in ranked))
 
 
+def context_params(context_length: int, threads: int | None) -> dict[str, Any]:
+    """Keyword arguments for `llama_cpp.Llama`: the context this engine runs."""
+    return {"n_ctx": context_length, "n_threads": threads, "n_threads_batch": threads,
+            "verbose": False}
+
+
 # Snapshots of the live KV cache, for the prompt cache (engine/prompt_cache.py).
 KvState = Any  # a ctypes byte array holding one sequence's state
+
+
+def _encode(state: KvState, size: int) -> memoryview:
+    return memoryview(state).cast("B")[:size]
+
+
+def _decode_state(data: bytearray) -> KvState:
+    return (ctypes.c_uint8 * len(data)).from_buffer(data)  # shares data's memory
+
+
+KV_CODEC: StateCodec[KvState] = StateCodec(_encode, _decode_state)
 
 
 def snapshot(llm: Llama) -> tuple[KvState, int]:

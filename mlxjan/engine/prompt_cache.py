@@ -5,21 +5,32 @@ a single KV cache thrashes between them. Engines keep their live cache and hand 
 it (opaque to this module) here before overwriting it; a later prompt that shares a longer
 prefix with a snapshot than with the live cache gets that snapshot restored. Least recently
 used snapshots go first when the byte budget is exceeded.
+
+With a DiskCache (engine/cache_store.py) and a codec that turns the engine's state into bytes
+and back, snapshots are also persisted by a background writer as they are taken, and a prompt
+that no snapshot in memory serves well is looked up on disk: prefixes survive a restart.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
+if TYPE_CHECKING:
+    from mlxjan.engine.cache_store import DiskCache
+
+log = logging.getLogger(__name__)
 S = TypeVar("S")
+TokenIds = Sequence[int] | npt.NDArray[np.int32]
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: TokenIds, b: TokenIds) -> int:
     n = min(len(a), len(b))
     if n == 0:
         return 0
@@ -33,6 +44,7 @@ class Snapshot(Generic[S]):
     state: S
     size: int
     used: float = field(default_factory=time.monotonic)
+    source: Literal["memory", "disk"] = "memory"
 
 
 @dataclass
@@ -41,16 +53,31 @@ class CacheStats:
     bytes: int
     hits: int
     misses: int
+    disk_entries: int = 0
+    disk_bytes: int = 0
+    disk_hits: int = 0
+
+
+@dataclass(frozen=True)
+class StateCodec(Generic[S]):
+    """An engine's state as bytes for the disk, and back: `encode(state, size)` may return
+    a view of the state (it is written later, from another thread, and never changed)."""
+
+    encode: Callable[[S, int], memoryview]
+    decode: Callable[[bytearray], S]
 
 
 class PromptCache(Generic[S]):
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, disk: DiskCache | None = None,
+                 codec: StateCodec[S] | None = None) -> None:
         self.budget = budget_bytes
         self._entries: list[Snapshot[S]] = []
         self.hits = 0
         self.misses = 0
+        self._disk = disk if codec is not None else None
+        self._codec = codec
 
-    def best(self, prompt: Sequence[int]) -> tuple[Snapshot[S] | None, int]:
+    def best(self, prompt: TokenIds) -> tuple[Snapshot[S] | None, int]:
         """The snapshot sharing the longest prefix with `prompt`, and that length."""
         best: Snapshot[S] | None = None
         best_len = 0
@@ -60,6 +87,22 @@ class PromptCache(Generic[S]):
                 best, best_len = entry, shared
         return best, best_len
 
+    def lookup(self, prompt: TokenIds, at_least: int) -> tuple[Snapshot[S] | None, int]:
+        """Like `best`, but when the disk holds a longer prefix than memory, of `at_least`
+        tokens or more, that entry is read (on this thread) and returned instead."""
+        entry, shared = self.best(prompt)
+        if self._disk is None or self._codec is None:
+            return entry, shared
+        found, on_disk = self._disk.best(prompt)
+        if found is None or on_disk <= shared or on_disk < at_least:
+            return entry, shared
+        data = self._disk.load(found)
+        if data is None:
+            return entry, shared
+        state = self._codec.decode(data)
+        tokens = tuple(found.tokens.tolist())
+        return Snapshot(tokens, state, len(data), source="disk"), on_disk
+
     def take(self, entry: Snapshot[S]) -> None:
         """Count a restore and mark the snapshot recently used."""
         entry.used = time.monotonic()
@@ -68,12 +111,14 @@ class PromptCache(Generic[S]):
     def miss(self) -> None:
         self.misses += 1
 
-    def holds(self, tokens: Sequence[int]) -> bool:
+    def holds(self, tokens: TokenIds) -> bool:
         return any(len(e.tokens) >= len(tokens) and common_prefix(e.tokens, tokens) ==
                    len(tokens) for e in self._entries)
 
     def put(self, tokens: Sequence[int], state: S, size: int) -> None:
-        """Keep a snapshot; snapshots it extends are dropped (it covers them)."""
+        """Keep a snapshot; snapshots it extends are dropped (it covers them). With a disk,
+        it is also persisted in the background unless a file already covers it."""
+        self.persist(tokens, state, size)
         if size > self.budget:
             return
         key = tuple(tokens)
@@ -85,6 +130,26 @@ class PromptCache(Generic[S]):
         while sum(e.size for e in self._entries) > self.budget:
             self._entries.pop(0)
 
+    def persist(self, tokens: Sequence[int], state: S, size: int) -> None:
+        """Queue a state for the disk only (e.g. the live cache at shutdown)."""
+        if self._disk is not None and self._codec is not None and not self._disk.holds(tokens):
+            self._disk.save_later(tokens, self._codec.encode(state, size))
+
+    def open_disk(self) -> None:
+        """Index the files on disk (headers only); call once the engine knows its params."""
+        if self._disk is not None:
+            count = self._disk.scan()
+            _, size = self._disk.stats()
+            log.info("prompt cache: %d entries (%.0f MiB) on disk in %s", count,
+                     size / 2**20, self._disk.directory)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for pending disk writes (at unload and shutdown)."""
+        if self._disk is not None:
+            self._disk.flush(timeout)
+
     def stats(self) -> CacheStats:
+        disk_entries, disk_bytes = self._disk.stats() if self._disk is not None else (0, 0)
         return CacheStats(len(self._entries), sum(e.size for e in self._entries), self.hits,
-                          self.misses)
+                          self.misses, disk_entries, disk_bytes,
+                          self._disk.hits if self._disk is not None else 0)

@@ -1,13 +1,23 @@
-"""The prompt cache on the real model: turn two, interleaved A-B-A, a diverging prompt."""
+"""The prompt cache on the real model: turn two, interleaved A-B-A, a diverging prompt, and
+a prefix persisted at shutdown that the next server process reuses."""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
 import openai
 import pytest
 
 from mlxjan.settings import DEFAULT_MODEL
+from tests.e2e.conftest import serve_process
 
 pytestmark = pytest.mark.e2e
+log = logging.getLogger(__name__)
 SYSTEM_A = "You are a ship's navigator. " + "The sea is calm and the stars are bright. " * 80
 SYSTEM_B = "You are a mountain guide. " + "The trail is steep and the air is thin. " * 80
 
@@ -31,3 +41,48 @@ def test_interleaved_conversations_each_find_their_prefix(client: openai.OpenAI)
     assert back_to_a > prompt_a - 20  # A's prefix came back from the snapshot
     _, back_to_b = _cached(client, SYSTEM_B, "How high is the summit?")
     assert back_to_b > prompt_b - 20
+
+
+SYSTEM_LONG = "You are a lighthouse keeper. " + "The lamp turns and the fog rolls in. " * 110
+
+
+def _first_token(url: str, messages: list[dict[str, str]]) -> tuple[float, int, int]:
+    """Time to first token, prompt tokens and cached tokens of one streamed request."""
+    body = {"model": DEFAULT_MODEL, "max_tokens": 4, "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True}, "messages": messages}
+    first = None
+    usage: dict[str, Any] = {}
+    start = time.perf_counter()
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as resp:
+        for line in resp.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                first = time.perf_counter() - start
+            usage = chunk.get("usage") or usage
+    assert first is not None and usage
+    return first, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
+
+
+def test_a_prefix_persisted_at_shutdown_is_reused_after_a_restart(
+        default_model_path: Path, tmp_path: Path) -> None:
+    env = {"MLXJAN_PROMPT_CACHE_DIR": str(tmp_path / "cache")}
+    turn1 = [{"role": "system", "content": SYSTEM_LONG},
+             {"role": "user", "content": "Is the lamp lit?"}]
+    hello = [{"role": "user", "content": "Hello"}]  # loads the model: TTFT is prompt work
+    with serve_process(tmp_path, env=env) as server:
+        _first_token(server.url, hello)
+        cold, prompt1, _ = _first_token(server.url, turn1)
+        server.stop()  # SIGTERM: the live cache is written on the way out
+        assert server.proc.returncode == 0
+    assert list((tmp_path / "cache").rglob("*.kvc"))
+    turn2 = [*turn1, {"role": "assistant", "content": "Yes."},
+             {"role": "user", "content": "And the fog horn?"}]
+    with serve_process(tmp_path, env=env) as server:
+        _first_token(server.url, hello)
+        warm, prompt2, cached = _first_token(server.url, turn2)
+    log.info("restart: cold TTFT %.2f s for %d tokens, after restart %.2f s (%.0f%%) with "
+             "%d of %d cached", cold, prompt1, warm, 100 * warm / cold, cached, prompt2)
+    assert prompt1 > 900
+    assert cached > prompt1 - 20  # all of turn one but the tokens the template re-renders
