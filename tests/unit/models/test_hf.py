@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,3 +312,10 @@ def test_cli_reports_an_unreachable_hub_in_one_line(
     assert err.startswith("mlxjan: cannot reach the Hugging Face Hub") and "\n" not in err
     assert "Traceback" not in err
     assert ModelStore(tmp_path / "data").list() == []
+
+
+def test_the_server_never_loads_the_hub_client() -> None:
+    # Pulls are a CLI action: nothing the server imports can start a Hub download.
+    code = ("import sys, mlxjan.server.app, mlxjan.runner; "
+            "assert 'mlxjan.models.hf' not in sys.modules, 'hf imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
