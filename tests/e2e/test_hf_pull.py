@@ -1,5 +1,5 @@
 """Real models pulled from the local Hub stand-in, then used: a GGUF served by `mlxjan serve`,
-an MLX folder loaded by mlx_lm."""
+an MLX folder served by `mlxjan serve --engine mlx`."""
 
 from __future__ import annotations
 
@@ -71,8 +71,9 @@ def test_pulled_gguf_serves_a_chat_completion(gemma_gguf: Path, hub: tuple[HubSt
     assert "thursday" in (result.choices[0].message.content or "").lower()
 
 
-def test_pulled_mlx_folder_loads_in_mlx_lm(default_model_path: Path,
-                                           hub: tuple[HubStandIn, str], tmp_path: Path) -> None:
+def test_pulled_mlx_folder_serves_on_the_mlx_engine(default_model_path: Path,
+                                                    hub: tuple[HubStandIn, str],
+                                                    tmp_path: Path) -> None:
     from converters.tiny import make_tiny_model
 
     stand_in, url = hub
@@ -83,8 +84,12 @@ def test_pulled_mlx_folder_loads_in_mlx_lm(default_model_path: Path,
     manifest = pull_hf(store, HfRef("mlx-community/Tiny-Qwen2"), HubConfig(url), progress=False)
     assert manifest.architecture == "qwen2" and manifest.chat_template
 
-    from mlx_lm import generate, load
-
-    model, tokenizer = load(str(store.weights_path(manifest)))
-    text = generate(model, tokenizer, prompt="Hello", max_tokens=3)
-    assert isinstance(text, str)
+    with serve_process(tmp_path, "--engine", "mlx", "--model", manifest.id,
+                       env={"MLXJAN_HOME": str(tmp_path / "home")}) as server, \
+            openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0,
+                          timeout=300) as client:
+        result = client.chat.completions.create(
+            model=manifest.id, max_tokens=5, temperature=0.0,
+            messages=[{"role": "user", "content": "Hello"}])
+    assert result.choices[0].finish_reason == "length"
+    assert result.usage is not None and result.usage.completion_tokens == 5
