@@ -15,17 +15,22 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from mlxjan.chat.tool_calls import JsonSchema, ToolFormat, declared_tools
-from mlxjan.engine.base import Constraint, ForcedToolCall, JsonOutput
+from mlxjan.engine.base import Constraint, ForcedToolCall, JsonOutput, TextAnswer
 from mlxjan.errors import InvalidRequestError
 
 log = logging.getLogger(__name__)
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# An answer in words: its first character cannot open a call, JSON, a code fence or a tag
+# (nor be blank, which would only defer that choice); anything may follow.
+TEXT_ANSWER_GBNF = 'root ::= [^{\\[`<\\x00-\\x20] .*\n'
 
 
 def gbnf_for(constraint: Constraint, fmt: ToolFormat,
              declared: Mapping[str, JsonSchema]) -> str | None:
     # llama.cpp's converter reports many unsupported schemas with `assert` (remote $ref,
     # unknown type, unbalanced pattern) and some malformed ones with AttributeError.
+    if isinstance(constraint, TextAnswer):
+        return TEXT_ANSWER_GBNF
     schemas = [constraint.schema] if isinstance(constraint, JsonOutput) else list(
         declared.values())
     if any(_has_remote_ref(schema) for schema in schemas):

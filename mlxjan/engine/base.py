@@ -65,7 +65,12 @@ class ForcedToolCall:
     name: str | None = None
 
 
-Constraint: TypeAlias = JsonOutput | ForcedToolCall
+@dataclass(frozen=True)
+class TextAnswer:
+    """The answer must be words: it may not open with a tool call, JSON or a code fence."""
+
+
+Constraint: TypeAlias = JsonOutput | ForcedToolCall | TextAnswer
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class GenerationRequest:
     # OpenAI-shaped tool definitions; when present, tool calls are parsed out of the answer.
     tools: tuple[dict[str, Any], ...] = ()
     constraint: Constraint | None = None
+    # False: at most one tool call per answer (OpenAI parallel_tool_calls, Anthropic
+    # disable_parallel_tool_use).
+    parallel_tool_calls: bool = True
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 
 from mlxjan.chat.constraints import ANY_OBJECT, apply_tool_choice, gbnf_for, tool_call_schema
 from mlxjan.chat.tool_calls import HERMES, JSON_ONLY, LLAMA3, MISTRAL, declared_tools
-from mlxjan.engine.base import ForcedToolCall, JsonOutput
+from mlxjan.engine.base import ForcedToolCall, JsonOutput, TextAnswer
 from mlxjan.errors import InvalidRequestError
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -30,6 +30,21 @@ def rules(grammar: str) -> dict[str, str]:
         assert match.group(1) not in out, f"rule {match.group(1)} defined twice"
         out[match.group(1)] = match.group(2)
     return out
+
+
+# --- gbnf_for: answers in words ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", [HERMES, MISTRAL, LLAMA3, JSON_ONLY])
+def test_text_answer_may_not_open_a_call_or_json(fmt: Any) -> None:
+    grammar = gbnf_for(TextAnswer(), fmt, DECLARED)
+    assert grammar is not None
+    first = re.fullmatch(r"(\[\^.+?\]) \.\*", rules(grammar)["root"])
+    assert first, grammar
+    # This GBNF class reads the same as a regex class: openers are out, words are in.
+    opener = re.compile(first.group(1))
+    assert [c for c in "{[`< \n" if opener.fullmatch(c)] == []
+    assert all(opener.fullmatch(c) for c in "TIé1\"")
 
 
 # --- gbnf_for: JSON answers ------------------------------------------------------------------
