@@ -81,6 +81,7 @@ class EngineManager:
             manifest.id, lambda: mlx_model_dir(self._store, manifest),
             chat_template=manifest.chat_template,
             context_length=self.context_length_for(manifest),
+            tool_grammar=self._settings.tool_grammar,
             prompt_cache_bytes=self._settings.prompt_cache_bytes,
         )
 

@@ -13,18 +13,26 @@ import asyncio
 import copy
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mlxjan.chat.guidance import lark_for
 from mlxjan.chat.template import ChatTemplate
-from mlxjan.chat.tool_calls import declared_tools, detect_format
+from mlxjan.chat.tool_calls import (
+    JsonSchema,
+    ToolFormat,
+    call_attempt,
+    declared_tools,
+    detect_format,
+)
 from mlxjan.chat.tool_stream import ToolCallSplitter
-from mlxjan.engine.base import Event, GenerationRequest, Started
+from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 from mlxjan.engine.generation import decode_loop
-from mlxjan.engine.mlx_decode import LiveCache, PrefillCancelled, generate
-from mlxjan.engine.mlx_vocab import token_pieces
+from mlxjan.engine.mlx_decode import LiveCache, MlxRestart, PrefillCancelled, Runner, generate
+from mlxjan.engine.mlx_guidance import Guide
+from mlxjan.engine.mlx_vocab import Vocab, token_pieces
 from mlxjan.engine.prompt_cache import PromptCache, common_prefix
 from mlxjan.engine.worker import Emit, EngineThread
 from mlxjan.errors import ContextLengthExceededError, EngineError
@@ -37,22 +45,31 @@ MIN_REUSE_GAIN = 256
 
 @dataclass
 class _Loaded:
-    model: Any
+    runner: Runner
     tokenizer: Any  # mlx-lm's TokenizerWrapper around a Hugging Face tokenizer
     template: ChatTemplate
     template_source: str | None
-    pieces: list[bytes]
-    eos: set[int]
+    vocab: Vocab
     live: LiveCache
+    guide: Guide | None = None  # built on the first constrained request
+
+    def guidance(self) -> Guide:
+        if self.guide is None:
+            hf = self.tokenizer._tokenizer
+            args = getattr(self.runner.model, "args", None)
+            size = int(getattr(args, "vocab_size", 0)) or len(hf)
+            self.guide = Guide(hf, size, hf.eos_token_id)
+        return self.guide
 
 
 class MlxEngine:
     def __init__(self, model_id: str, model_dir: Callable[[], Path], *,
                  chat_template: str | None, context_length: int,
-                 prompt_cache_bytes: int = 0) -> None:
+                 tool_grammar: bool = True, prompt_cache_bytes: int = 0) -> None:
         """`model_dir` is called on the engine thread at load time: it may convert first."""
         self.model_id = model_id
         self.context_length = context_length
+        self.tool_grammar = tool_grammar
         self._model_dir = model_dir
         self._template_source = chat_template
         self._cache: PromptCache[list[Any]] = PromptCache(prompt_cache_bytes)
@@ -81,11 +98,14 @@ class MlxEngine:
         _set_wired_limit(model)
         hf = tokenizer._tokenizer
         source = self._template_source or getattr(hf, "chat_template", None)
+        import mlx.core as mx
+
         self._loaded = _Loaded(
-            model=model, tokenizer=tokenizer, template_source=source,
+            runner=Runner(model, mx.new_stream(mx.default_device())), tokenizer=tokenizer,
+            template_source=source,
             template=ChatTemplate(source, bos_token=hf.bos_token or "",
                                   eos_token=hf.eos_token or ""),
-            pieces=token_pieces(hf), eos=set(tokenizer.eos_token_ids),
+            vocab=Vocab(token_pieces(hf), frozenset(tokenizer.eos_token_ids)),
             live=LiveCache(make_prompt_cache(model)),
         )
         return self._loaded
@@ -100,6 +120,9 @@ class MlxEngine:
 
     async def aclose(self) -> None:
         await self.unload()
+        # MLX needs the streams a thread made destroyed by that thread before it ends;
+        # left to process exit, their teardown aborts the process (exit 134).
+        await self._thread.call(_clear_streams)
         self._thread.close()
 
     def health(self) -> dict[str, object]:
@@ -126,23 +149,39 @@ class MlxEngine:
         room = self.context_length - len(prompt)
         if room < 1:
             raise ContextLengthExceededError(len(prompt), self.context_length)
-        if request.constraint is not None:
-            log.warning("constrained decoding is not available on the MLX engine yet; "
-                        "decoding %s unconstrained", type(request.constraint).__name__)
         cached = self._reuse(loaded, prompt)
         emit(Started(len(prompt), cached))
+        fmt = detect_format(loaded.template_source)
         declared = declared_tools(request.tools)
-        splitter = (ToolCallSplitter(detect_format(loaded.template_source), declared)
-                    if declared else None)
         sampling = request.sampling
-        tokens = generate(loaded.model, loaded.live, prompt, sampling, loaded.pieces,
-                          loaded.eos, cancelled)
+        matcher = (self._matcher(loaded, request.constraint, fmt, declared)
+                   if request.constraint is not None else None)
+        tokens = generate(loaded.runner, loaded.live, prompt, sampling, loaded.vocab, cancelled,
+                          matcher, self._restart(loaded, request, fmt, declared))
         try:
             decode_loop(tokens, sampling, prompt_tokens=len(prompt), cached_tokens=cached,
                         max_new_tokens=min(sampling.max_tokens or room, room), emit=emit,
-                        cancelled=cancelled, tool_calls=splitter)
+                        cancelled=cancelled,
+                        tool_calls=ToolCallSplitter(fmt, declared) if declared else None)
         except PrefillCancelled:
             log.info("%s: prefill cancelled, the client left", self.model_id)
+
+    def _restart(self, loaded: _Loaded, request: GenerationRequest, fmt: ToolFormat,
+                 declared: Mapping[str, JsonSchema]) -> MlxRestart | None:
+        """As on llama.cpp: a call begun in free text is redone greedily under a grammar."""
+        if not declared or request.constraint is not None or not self.tool_grammar:
+            return None
+        if self._matcher(loaded, ForcedToolCall(), fmt, declared) is None:
+            return None
+        return MlxRestart(lambda text: call_attempt(text, fmt),
+                          lambda: self._matcher(loaded, ForcedToolCall(), fmt, declared),
+                          replace(request.sampling, temperature=0.0))
+
+    @staticmethod
+    def _matcher(loaded: _Loaded, constraint: Constraint, fmt: ToolFormat,
+                 declared: Mapping[str, JsonSchema]) -> Any | None:
+        guide = loaded.guidance()
+        return guide.matcher(lark_for(constraint, fmt, declared, guide.single_token))
 
     def _reuse(self, loaded: _Loaded, prompt: list[int]) -> int:
         """Make the live cache hold the longest cached prefix of `prompt`; return its length.
@@ -169,7 +208,8 @@ class MlxEngine:
             self._cache.miss()
         excess = live.size - keep
         if excess > 0 and not can_trim_prompt_cache(live.layers):
-            live.layers, keep = make_prompt_cache(loaded.model), 0  # e.g. a rotated window
+            # e.g. a sliding window that has rotated: start the prompt over
+            live.layers, keep = make_prompt_cache(loaded.runner.model), 0
         elif excess > 0:
             from mlx_lm.models.cache import trim_prompt_cache
 
@@ -204,6 +244,12 @@ def _set_wired_limit(model: Any) -> None:
         lambda acc, x: acc + x.nbytes if isinstance(x, mx.array) else acc, model, 0)
     limit = int(mx.device_info()["max_recommended_working_set_size"])
     mx.set_wired_limit(min(int(weights), limit))
+
+
+def _clear_streams() -> None:
+    import mlx.core as mx
+
+    mx.clear_streams()
 
 
 def _release_wired_limit() -> None:

@@ -8,12 +8,14 @@ the shared decode loop's SampledTokens.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from mlxjan.engine.base import SamplingParams, TokenLogprob
 from mlxjan.engine.generation import SampledToken
+from mlxjan.engine.mlx_guidance import mask_processor
+from mlxjan.engine.mlx_vocab import Vocab
 
 # Prompt tokens per forward pass while prefilling: the client's disconnect is noticed
 # between chunks, so this bounds how long a cancelled request keeps the engine.
@@ -22,6 +24,18 @@ PREFILL_CHUNK = 512
 
 class PrefillCancelled(Exception):
     """Raised from mlx-lm's progress callback to stop a prefill the client abandoned."""
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A loaded model and the MLX stream its engine thread computes on.
+
+    The stream is made on the engine thread itself: mlx-lm's module-level thread-local
+    stream, used from another thread, aborts the process at exit on the CPU backend.
+    """
+
+    model: Any
+    stream: Any
 
 
 @dataclass
@@ -55,42 +69,56 @@ def make_sampler_chain(sampling: SamplingParams) -> tuple[Callable[..., Any], li
     return sampler, processors
 
 
-def generate(model: Any, live: LiveCache, prompt: list[int], sampling: SamplingParams,
-             pieces: list[bytes], eos: set[int],
-             cancelled: threading.Event) -> Iterator[SampledToken]:
+@dataclass(frozen=True)
+class MlxRestart:
+    """When `check` says so, the answer starts again under a fresh `matcher()`."""
+
+    check: Callable[[str], bool | None]
+    matcher: Callable[[], Any]
+    sampling: SamplingParams
+
+
+def generate(runner: Runner, live: LiveCache, prompt: list[int], sampling: SamplingParams,
+             vocab: Vocab, cancelled: threading.Event, matcher: Any = None,
+             restart: MlxRestart | None = None) -> Iterator[SampledToken]:
     """Prefill `prompt[live.size:]` onto the live cache, then sample until end of generation.
 
+    `matcher` (llguidance) masks every step. With `restart`, its check sees the answer as it
+    grows; when it says True, the answer is dropped and sampled again under its matcher.
     The live cache's token list is kept equal to what the cache holds, so the next request
     can reuse it; raises PrefillCancelled if the client leaves during the prefill.
     """
     import mlx.core as mx
-    from mlx_lm.generate import generate_step
 
     if sampling.seed is not None:
         mx.random.seed(sampling.seed)
-    sampler, processors = make_sampler_chain(sampling)
-    start = live.size
-
-    def progress(done: int, total: int) -> None:
-        if cancelled.is_set() and done < total:
-            raise PrefillCancelled
-
-    steps = generate_step(
-        mx.array(prompt[start:]), model, max_tokens=-1, sampler=sampler,
-        logits_processors=processors or None, prompt_cache=live.layers,
-        prefill_step_size=PREFILL_CHUNK, prompt_progress_callback=progress,
-    )
     fed = list(prompt)
+    steps = _steps(runner, live, prompt, sampling, matcher, cancelled)
+    text = ""
     try:
         for sampled, logprobs in steps:
             token = int(sampled)
             fed.append(token)
-            if token in eos:
+            if token in vocab.eos:
                 yield SampledToken(b"", end_of_generation=True)
                 return
-            logprob = _logprob(token, logprobs, sampling.top_logprobs, pieces) \
+            piece = vocab.piece(token)
+            if restart is not None:
+                decision = restart.check(text + piece.decode("utf-8", errors="ignore"))
+                if decision:
+                    steps.close()
+                    _rewind(runner.model, live, len(prompt) - 1)
+                    fed, text, sampling = list(prompt), "", restart.sampling
+                    steps = _steps(runner, live, prompt, sampling, restart.matcher(), cancelled)
+                    restart = None
+                    yield SampledToken(b"", restart=True)
+                    continue
+                if decision is False:
+                    restart = None
+            text += piece.decode("utf-8", errors="ignore")
+            logprob = _logprob(token, logprobs, sampling.top_logprobs, vocab) \
                 if sampling.logprobs else None
-            yield SampledToken(pieces[token] if token < len(pieces) else b"", logprob=logprob)
+            yield SampledToken(piece, logprob=logprob)
     finally:
         steps.close()
         # generate_step feeds each token to the model before yielding it, so the cache holds
@@ -98,11 +126,45 @@ def generate(model: Any, live: LiveCache, prompt: list[int], sampling: SamplingP
         live.tokens = fed[: live.size]
 
 
-def _logprob(token: int, logprobs: Any, top: int, pieces: list[bytes]) -> TokenLogprob:
+def _steps(runner: Runner, live: LiveCache, prompt: list[int], sampling: SamplingParams,
+           matcher: Any, cancelled: threading.Event) -> Generator[tuple[Any, Any], None, None]:
+    """mlx-lm's generate_step over what the live cache does not hold yet."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    suffix = prompt[live.size:]
+    sampler, processors = make_sampler_chain(sampling)
+    if matcher is not None:
+        processors.append(mask_processor(matcher, skip=len(suffix)))
+
+    def progress(done: int, total: int) -> None:
+        if cancelled.is_set() and done < total:
+            raise PrefillCancelled
+
+    steps: Generator[tuple[Any, Any], None, None] = generate_step(
+        mx.array(suffix), runner.model, runner.stream, max_tokens=-1, sampler=sampler,
+        logits_processors=processors or None, prompt_cache=live.layers,
+        prefill_step_size=PREFILL_CHUNK, prompt_progress_callback=progress)
+    return steps
+
+
+def _rewind(model: Any, live: LiveCache, keep: int) -> None:
+    """Cut the live cache back to its first `keep` tokens (or empty it if it cannot trim)."""
+    from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
+    excess = live.size - keep
+    if excess > 0 and can_trim_prompt_cache(live.layers):
+        trim_prompt_cache(live.layers, excess)
+    elif excess > 0:
+        live.layers = make_prompt_cache(model)
+    live.tokens = live.tokens[: live.size]
+
+
+def _logprob(token: int, logprobs: Any, top: int, vocab: Vocab) -> TokenLogprob:
     import mlx.core as mx
 
     def entry(tok: int) -> tuple[str, float, tuple[int, ...]]:
-        raw = pieces[tok] if tok < len(pieces) else b""
+        raw = vocab.piece(tok)
         return raw.decode("utf-8", errors="replace"), float(logprobs[tok].item()), tuple(raw)
 
     text, value, raw = entry(token)

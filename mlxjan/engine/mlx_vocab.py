@@ -10,6 +10,7 @@ the same for byte-level BPE vocabularies (GPT-2 style byte map) and SentencePiec
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -64,3 +65,14 @@ def token_pieces(hf_tokenizer: Any) -> list[bytes]:
             # Added tokens are stored verbatim, not byte-mapped; special ones are controls.
             pieces[token_id] = b"" if added_token.special else added_token.content.encode()
     return pieces
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """What the decode loop needs of a tokenizer: each token's bytes, and the end tokens."""
+
+    pieces: list[bytes]
+    eos: frozenset[int]
+
+    def piece(self, token: int) -> bytes:
+        return self.pieces[token] if 0 <= token < len(self.pieces) else b""

@@ -15,12 +15,13 @@ from pathlib import Path
 from mlxjan.models.store import Manifest, ModelStore
 
 log = logging.getLogger(__name__)
-# Float16 keeps what the GGUF's own quantisation left: quantising again would lose more.
-CONVERTED_DTYPE = "float16"
+# Float keeps what the GGUF's own quantisation left, where quantising again would lose
+# more; the converter picks the float type per architecture (bfloat16 for Gemma).
+CONVERTED = "float"
 
 
 def converted_dir(store: ModelStore, manifest: Manifest) -> Path:
-    return store.root / "converted" / f"{manifest.sha256[:16]}-{CONVERTED_DTYPE}"
+    return store.root / "converted" / f"{manifest.sha256[:16]}-{CONVERTED}"
 
 
 def mlx_model_dir(store: ModelStore, manifest: Manifest) -> Path:
@@ -30,12 +31,12 @@ def mlx_model_dir(store: ModelStore, manifest: Manifest) -> Path:
     target = converted_dir(store, manifest)
     if (target / "config.json").is_file():
         return target
-    from converters.gguf_to_mlx import convert_gguf
+    from converters.gguf_to_mlx import ConvertOptions, convert_gguf
 
     log.info("converting %s to MLX (once; cached in %s)", manifest.id, target)
     with store.staging(manifest.id) as staged:
         out = staged / "mlx"
-        convert_gguf(store.weights_path(manifest), out, dtype=CONVERTED_DTYPE)
+        convert_gguf(store.weights_path(manifest), out, ConvertOptions(progress=False))
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # a half-finished folder from an older version: replace it
             shutil.rmtree(target)

@@ -7,12 +7,14 @@ Every check here holds whatever the model says: it compares the server with itse
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anthropic
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -162,3 +164,30 @@ def test_disconnect_mid_answer_frees_the_engine(target: Target) -> None:
         time.sleep(0.1)
     result = _complete(target, "Say OK.", max_tokens=3)
     assert result.choices[0].finish_reason in ("stop", "length")
+
+
+CITY_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city.",
+    "parameters": {"type": "object", "required": ["city"],
+                   "properties": {"city": {"type": "string", "enum": ["Paris", "London"]}}}}}
+
+
+def test_required_tool_choice_forces_a_valid_call(target: Target) -> None:
+    result = target.client.chat.completions.create(
+        model=target.model, tools=[CITY_TOOL], tool_choice="required", max_tokens=60,  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}], **GREEDY)  # type: ignore[arg-type]
+    choice = result.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "London")  # type: ignore[union-attr]
+
+
+def test_json_schema_response_validates(target: Target) -> None:
+    schema = {"type": "object", "required": ["answer", "sure"], "additionalProperties": False,
+              "properties": {"answer": {"type": "string", "enum": ["yes", "no"]},
+                             "sure": {"type": "boolean"}}}
+    result = _complete(target, "Is the sky blue? Reply in JSON.", max_tokens=40,
+                       response_format={"type": "json_schema", "json_schema": {
+                           "name": "reply", "strict": True, "schema": schema}}, **GREEDY)
+    jsonschema.validate(json.loads(result.choices[0].message.content or ""), schema)
