@@ -1,7 +1,7 @@
 """Where the MLX engine finds a model: its own folder, or a GGUF converted once and cached.
 
 A GGUF asked for on the MLX engine is converted (dequantised, renamed, tokenizer rebuilt)
-into `<data dir>/converted/<sha256 prefix>/` the first time, then reused. The folder is
+into `<data dir>/converted/<sha256 prefix>/mlx-float/` the first time, then reused. The folder is
 built in staging and renamed into place, so a conversion cut short is never picked up.
 """
 
@@ -21,7 +21,7 @@ CONVERTED = "float"
 
 
 def converted_dir(store: ModelStore, manifest: Manifest) -> Path:
-    return store.root / "converted" / f"{manifest.sha256[:16]}-{CONVERTED}"
+    return store.conversions_dir(manifest.sha256) / f"mlx-{CONVERTED}"
 
 
 def mlx_model_dir(store: ModelStore, manifest: Manifest) -> Path:

@@ -83,10 +83,20 @@ class ModelStore:
         folder = self.model_dir(model_id)
         if not folder.exists():
             return False
+        manifest = self.get(model_id)
         # Drop the manifest first: a crash half-way leaves a folder that is not installed.
         (folder / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(folder)
+        if manifest is not None and all(m.sha256 != manifest.sha256 for m in self.list()):
+            self._remove_conversions(manifest.sha256)
         return True
+
+    def conversions_dir(self, sha256: str) -> Path:
+        """Where other-format copies of a weights file live (e.g. a GGUF converted to MLX)."""
+        return self.root / "converted" / sha256[:16]
+
+    def _remove_conversions(self, sha256: str) -> None:
+        shutil.rmtree(self.conversions_dir(sha256), ignore_errors=True)
 
     @contextlib.contextmanager
     def staging(self, model_id: str) -> Iterator[Path]:
