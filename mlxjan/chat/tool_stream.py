@@ -2,7 +2,8 @@
 
 Text is passed on as soon as it cannot be the start of a call. A call is held until it is
 complete, then sent as its id and name followed by its arguments, or, if it does not parse as
-a call to a declared tool, sent as the text it was.
+a call to a declared tool, sent as the text it was. With `max_calls`, the answer ends at that
+many calls: later calls and text are dropped, and `full` tells the decode loop to stop.
 """
 
 from __future__ import annotations
@@ -14,23 +15,40 @@ from mlxjan.chat.tool_calls import (
     JsonSchema,
     ParsedCall,
     ToolFormat,
+    declared_tools,
     new_call_id,
     parse_calls,
     recover_calls,
 )
-from mlxjan.engine.base import TextDelta, ToolCall, ToolCallDelta
+from mlxjan.engine.base import GenerationRequest, TextDelta, ToolCall, ToolCallDelta
 
 Out = TextDelta | ToolCallDelta
 Mode = Literal["start", "text", "call", "json"]
 
 
+def splitter_for(request: GenerationRequest, fmt: ToolFormat) -> ToolCallSplitter | None:
+    """The splitter an engine runs a request's answer through; None without tools."""
+    declared = declared_tools(request.tools)
+    if not declared:
+        return None
+    return ToolCallSplitter(fmt, declared,
+                            max_calls=None if request.parallel_tool_calls else 1)
+
+
 class ToolCallSplitter:
-    def __init__(self, fmt: ToolFormat, declared: Mapping[str, JsonSchema]) -> None:
+    def __init__(self, fmt: ToolFormat, declared: Mapping[str, JsonSchema], *,
+                 max_calls: int | None = None) -> None:
         self._fmt = fmt
         self._declared = declared
+        self._max_calls = max_calls
         self._buf = ""
         self._mode: Mode = "start"
         self.calls = 0
+
+    @property
+    def full(self) -> bool:
+        """The answer has made all the calls it may: nothing after them is wanted."""
+        return self._max_calls is not None and self.calls >= self._max_calls
 
     def reset(self) -> None:
         """Forget what was held (the engine is regenerating the answer, constrained)."""
@@ -39,17 +57,24 @@ class ToolCallSplitter:
         self._buf, self._mode = "", "start"
 
     def feed(self, text: str) -> list[Out]:
+        if self.full:
+            return []
         self._buf += text
         out: list[Out] = []
         while True:
             before = (self._mode, len(self._buf))
             out.extend(self._step())
+            if self.full:
+                self._buf = ""  # what follows the last allowed call is not sent
+                return out
             if (self._mode, len(self._buf)) == before:
                 return out
 
     def finish(self) -> list[Out]:
         out = self.feed("")
         body, self._buf = self._buf, ""
+        if self.full:
+            return out
         if self._mode == "call":
             calls = parse_calls(body, self._declared)
             return out + (self._emit(calls) if calls else _text((self._fmt.start or "") + body))
@@ -121,6 +146,8 @@ class ToolCallSplitter:
 
     def _emit(self, calls: list[ParsedCall]) -> list[Out]:
         out: list[Out] = []
+        if self._max_calls is not None:
+            calls = calls[:self._max_calls - self.calls]
         for call in calls:
             out.append(ToolCallDelta(self.calls, new_call_id(), call.name, ""))
             out.append(ToolCallDelta(self.calls, None, None, call.arguments))

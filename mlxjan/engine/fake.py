@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 
-from mlxjan.chat.tool_calls import HERMES, ToolFormat, declared_tools
-from mlxjan.chat.tool_stream import ToolCallSplitter
+from mlxjan.chat.tool_calls import HERMES, ToolFormat
+from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import Event, GenerationRequest, Started
 from mlxjan.engine.generation import SampledToken, decode_loop
 from mlxjan.engine.worker import Emit, EngineThread
@@ -54,11 +54,9 @@ class FakeEngine:
         emit(Started(prompt_tokens))
         room = self.context_length - prompt_tokens
         limit = min(request.sampling.max_tokens or room, room)
-        declared = declared_tools(request.tools)
-        splitter = ToolCallSplitter(self.tool_format, declared) if declared else None
         decode_loop(self._tokens(request), request.sampling, prompt_tokens=prompt_tokens,
                     cached_tokens=0, max_new_tokens=limit, emit=emit, cancelled=cancelled,
-                    tool_calls=splitter)
+                    tool_calls=splitter_for(request, self.tool_format))
 
     def _tokens(self, request: GenerationRequest) -> Iterator[SampledToken]:
         reply = self.script(request)

@@ -64,15 +64,15 @@ def decode_loop(
             continue
         generated += 1
         out.send(assembler.push(token.piece, token.logprob))
-        if assembler.stop_sequence is not None:
-            reason = "stop"
+        if assembler.stop_sequence is not None or out.full:
+            reason = "stop"  # a full splitter: the answer has made all the calls it may
             break
         if generated >= max_new_tokens:
             break
     if cancelled.is_set():
         return
     stop_sequence = assembler.stop_sequence
-    if stop_sequence is None:
+    if stop_sequence is None and not out.full:
         out.send(assembler.finish())
         if assembler.stop_sequence is not None:
             stop_sequence, reason = assembler.stop_sequence, "stop"
@@ -96,6 +96,10 @@ class _Output:
             return
         for event in self._splitter.feed(delta.text):
             self._emit(event)
+
+    @property
+    def full(self) -> bool:
+        return self._splitter is not None and self._splitter.full
 
     def restart(self) -> None:
         if self._splitter is None:

@@ -26,7 +26,7 @@ from mlxjan.chat.tool_calls import (
     declared_tools,
     detect_format,
 )
-from mlxjan.chat.tool_stream import ToolCallSplitter
+from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.generation import decode_loop
@@ -163,7 +163,7 @@ class LlamaCppEngine:
         decode_loop(tokens, sampling, prompt_tokens=len(prompt), cached_tokens=cached,
                     max_new_tokens=min(sampling.max_tokens or room, room), emit=emit,
                     cancelled=cancelled,
-                    tool_calls=ToolCallSplitter(fmt, declared) if declared else None)
+                    tool_calls=splitter_for(request, fmt))
 
     def _switch_cache(self, llm: Llama, prompt: list[int]) -> None:
         """Keep the live cache as a snapshot before a different prompt overwrites it, and

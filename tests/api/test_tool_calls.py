@@ -362,3 +362,53 @@ def test_anthropic_round_trip(server: Server, stream: bool) -> None:
     assert [(c.id, c.name) for c in assistant.tool_calls] == [(use.id, "get_weather")]
     assert json.loads(assistant.tool_calls[0].arguments) == {"city": "Paris"}
     assert (result.tool_call_id, result.content) == (use.id, "18C, sunny")
+
+
+# --- at most one call ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char_tokens", [False, True])
+def test_openai_parallel_tool_calls_false_gives_one_call(server: Server,
+                                                         char_tokens: bool) -> None:
+    server.engine.char_tokens = char_tokens
+    server.engine.script = reply(f"{WEATHER_CALL}\n{TIME_CALL}")
+    whole = server.client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS,
+                                                  parallel_tool_calls=False)
+    calls = whole.choices[0].message.tool_calls or []
+    assert [c.function.name for c in calls] == ["get_weather"]  # type: ignore[union-attr]
+    assert whole.choices[0].finish_reason == "tool_calls"
+    assert whole.choices[0].message.content is None
+    chunks = stream_chat(server, parallel_tool_calls=False)
+    assert [c["name"] for c in streamed_calls(chunks).values()] == ["get_weather"]
+    assert finish_reasons(chunks) == ["tool_calls"]
+    assert server.engine.requests[-1].parallel_tool_calls is False
+    # Generation stopped at the end of the first call, before the second was read.
+    assert whole.usage is not None
+    assert whole.usage.completion_tokens < len(
+        WEATHER_CALL if char_tokens else WEATHER_CALL.split()) + 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_disable_parallel_tool_use_gives_one_tool_use(server: Server,
+                                                                stream: bool) -> None:
+    server.engine.script = reply(f"{WEATHER_CALL}\n{TIME_CALL}")
+    fields: Any = {"model": MODEL, "max_tokens": 100, "messages": ASK, "tools": CLAUDE_TOOLS,
+                   "tool_choice": {"type": "auto", "disable_parallel_tool_use": True}}
+    message: Any
+    if stream:
+        with server.claude.messages.stream(**fields) as events:
+            message = events.get_final_message()
+    else:
+        message = server.claude.messages.create(**fields)
+    assert [b.name for b in message.content if b.type == "tool_use"] == ["get_weather"]
+    assert message.stop_reason == "tool_use"
+    assert server.engine.requests[-1].parallel_tool_calls is False
+
+
+def test_parallel_calls_stay_allowed_by_default(server: Server) -> None:
+    server.engine.script = reply(f"{WEATHER_CALL}\n{TIME_CALL}")
+    message = server.claude.messages.create(model=MODEL, max_tokens=100, messages=ASK,
+                                            tools=CLAUDE_TOOLS,
+                                            tool_choice={"type": "auto"})
+    assert [b.name for b in message.content if b.type == "tool_use"] == [
+        "get_weather", "get_time"]

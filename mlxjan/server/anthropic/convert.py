@@ -53,8 +53,9 @@ def to_generation_request(req: s.MessagesRequest | s.CountTokensRequest, model_i
         messages.extend(_convert_message(message, index))
     tools, forced = _tools(req)
     sampling = _sampling(req, defaults) if isinstance(req, s.MessagesRequest) else defaults
+    single = req.tool_choice is not None and req.tool_choice.disable_parallel_tool_use is True
     return GenerationRequest(model=model_id, messages=tuple(messages), sampling=sampling,
-                             tools=tools, constraint=forced)
+                             tools=tools, constraint=forced, parallel_tool_calls=not single)
 
 
 def _tools(req: s.MessagesRequest | s.CountTokensRequest

@@ -49,7 +49,8 @@ def to_generation_request(req: s.ChatCompletionRequest,
     tools, forced = _tools(req)
     constraint: Constraint | None = forced or _response_format(req.response_format)
     return GenerationRequest(model=req.model, messages=messages, sampling=_sampling(req, defaults),
-                             tools=tools, constraint=constraint)
+                             tools=tools, constraint=constraint,
+                             parallel_tool_calls=req.parallel_tool_calls is not False)
 
 
 def _tools(req: s.ChatCompletionRequest

@@ -235,3 +235,52 @@ def test_assemble_calls_joins_fragments_by_index() -> None:
     assert assemble_calls(deltas) == [ToolCall("call_a", "get_weather", '{"city": "Paris"}'),
                                       ToolCall("call_b", "get_time", "{}")]
     assert assemble_calls([]) == []
+
+
+# --- at most one call (parallel_tool_calls: false) ---------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "answer"), [
+    pytest.param(HERMES, f"{tagged(WEATHER)}\n{tagged(TIME)}", id="hermes-two-tags"),
+    pytest.param(HERMES, f"{tagged(WEATHER)} and some words", id="hermes-then-text"),
+    pytest.param(HERMES, tagged(f"[{WEATHER}, {TIME}]"), id="hermes-list"),
+    pytest.param(JSON_ONLY, f"[{WEATHER}, {TIME}]", id="json-list"),
+    pytest.param(MISTRAL, f"[TOOL_CALLS][{WEATHER}, {TIME}]", id="mistral-list"),
+])
+def test_one_call_at_most_keeps_the_first_and_drops_the_rest(fmt: ToolFormat,
+                                                             answer: str) -> None:
+    for chunks in ([answer], list(answer)):
+        splitter = ToolCallSplitter(fmt, DECLARED, max_calls=1)
+        out: list[Out] = []
+        for chunk in chunks:
+            out.extend(splitter.feed(chunk))
+        out.extend(splitter.finish())
+        assert result(out) == ("", [PARIS])
+        assert splitter.full
+
+
+def test_a_splitter_with_room_for_calls_is_not_full() -> None:
+    splitter = ToolCallSplitter(HERMES, DECLARED, max_calls=1)
+    assert not splitter.full
+    splitter.feed("Let me look that up. ")
+    assert not splitter.full
+    unlimited = ToolCallSplitter(HERMES, DECLARED)
+    unlimited.feed(tagged(WEATHER) + tagged(TIME))
+    assert unlimited.calls == 2 and not unlimited.full
+
+
+def test_splitter_for_follows_the_request() -> None:
+    from mlxjan.chat.tool_stream import splitter_for
+    from mlxjan.engine.base import GenerationRequest
+
+    tools = ({"type": "function", "function": {"name": "get_time"}},)
+    assert splitter_for(GenerationRequest("m", ()), HERMES) is None
+    one = splitter_for(GenerationRequest("m", (), tools=tools, parallel_tool_calls=False),
+                       HERMES)
+    assert one is not None
+    one.feed(tagged(TIME))
+    assert one.full
+    many = splitter_for(GenerationRequest("m", (), tools=tools), HERMES)
+    assert many is not None
+    many.feed(tagged(TIME))
+    assert not many.full

@@ -61,3 +61,20 @@ def test_splitter_reset_only_before_any_call() -> None:
     splitter.reset()
     out = splitter.feed("Hello") + splitter.finish()
     assert out == [TextDelta("Hello")]
+
+
+def test_with_one_call_allowed_generation_stops_right_after_it() -> None:
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    pieces = [*(SampledToken(c.encode()) for c in call), SampledToken(b"\n"),
+              *(SampledToken(c.encode()) for c in call.replace("Paris", "Rome"))]
+    events: list[Event] = []
+    decode_loop(iter(pieces), SamplingParams(stop=("\n\n",)), prompt_tokens=5, cached_tokens=0,
+                max_new_tokens=1000, emit=events.append, cancelled=threading.Event(),
+                tool_calls=ToolCallSplitter(HERMES, declared_tools(TOOLS), max_calls=1))
+    calls = assemble_calls(e for e in events if isinstance(e, ToolCallDelta))
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"})]
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    assert (finished.reason, finished.stop_sequence) == ("tool_calls", None)
+    assert finished.usage.completion_tokens == len(call)  # nothing was read after the call

@@ -395,6 +395,19 @@ def test_tool_choice_sets_the_constraint(choice: dict[str, Any] | None,
     assert gen.constraint == constraint
 
 
+@pytest.mark.parametrize(("choice", "parallel"), [
+    (None, True),
+    ({"type": "auto"}, True),
+    ({"type": "auto", "disable_parallel_tool_use": False}, True),
+    ({"type": "auto", "disable_parallel_tool_use": True}, False),
+    ({"type": "any", "disable_parallel_tool_use": True}, False),
+    ({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}, False),
+])
+def test_disable_parallel_tool_use(choice: dict[str, Any] | None, parallel: bool) -> None:
+    gen = to_generation_request(request(tools=TOOLS, tool_choice=choice), "tiny")
+    assert gen.parallel_tool_calls is parallel
+
+
 @pytest.mark.parametrize(("choice", "param"), [
     ({"type": "tool"}, "tool_choice.name"),
     ({"type": "tool", "name": "get_stock"}, "tool_choice"),

@@ -245,6 +245,13 @@ def test_tool_choice(choice: Any, tools: int, constraint: ForcedToolCall | None)
     assert gen.constraint == constraint
 
 
+@pytest.mark.parametrize(("parallel", "expected"), [(None, True), (True, True),
+                                                   (False, False)])
+def test_parallel_tool_calls(parallel: bool | None, expected: bool) -> None:
+    gen = to_generation_request(request(tools=[WEATHER_TOOL], parallel_tool_calls=parallel))
+    assert gen.parallel_tool_calls is expected
+
+
 def test_named_tool_choice_must_name_a_given_tool() -> None:
     with pytest.raises(InvalidRequestError) as info:
         to_generation_request(request(tools=[WEATHER_TOOL], tool_choice={
