@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from converters.gguf_meta import GGUFMeta
 from mlxjan.errors import UnsupportedArchitectureError
 
@@ -19,7 +21,7 @@ def _common(meta: GGUFMeta, vocab_size: int, tied: bool) -> Config:
         "intermediate_size": int(meta.require("feed_forward_length")),
         "num_attention_heads": heads,
         "num_key_value_heads": int(meta.arch_get("attention.head_count_kv", heads)),
-        "rms_norm_eps": float(meta.arch_get("attention.layer_norm_rms_epsilon", 1e-6)),
+        "rms_norm_eps": _f32(meta.arch_get("attention.layer_norm_rms_epsilon", 1e-6)),
         "rope_theta": float(meta.arch_get("rope.freq_base", 10000.0)),
         "max_position_embeddings": int(meta.arch_get("context_length", 2048)),
         "vocab_size": vocab_size,
@@ -32,6 +34,11 @@ def _common(meta: GGUFMeta, vocab_size: int, tied: bool) -> Config:
     if (scaling := _rope_scaling(meta)) is not None:
         config["rope_scaling"] = scaling
     return config
+
+
+def _f32(value: Any) -> float:
+    """A float32 metadata value by its shortest decimal (1e-06, not 9.99999997e-07)."""
+    return float(str(np.float32(value)))
 
 
 def _rope_scaling(meta: GGUFMeta) -> Config | None:
@@ -73,8 +80,9 @@ def _gemma3(meta: GGUFMeta, vocab_size: int, tied: bool) -> Config:
     # Every sixth layer is global in Gemma 3 (llama.cpp hard-codes the same pattern).
     config["sliding_window_pattern"] = 6
     config["rope_local_base_freq"] = 10000.0
-    config["final_logit_softcapping"] = meta.arch_get("final_logit_softcapping")
-    config["attn_logit_softcapping"] = meta.arch_get("attn_logit_softcapping")
+    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if (value := meta.arch_get(key)) is not None:
+            config[key] = float(value)
     return config
 
 

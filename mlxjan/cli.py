@@ -1,4 +1,4 @@
-"""`mlxjan serve | pull | list | rm | ps | service | doctor`: a thin CLI over plain functions."""
+"""`mlxjan serve | pull | list | rm | ps | convert | service | doctor`: a thin CLI."""
 
 from __future__ import annotations
 
@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list installed models")
     _add_store_flags(ls)
 
+    convert = sub.add_parser("convert", help="convert a GGUF model or HF folder to MLX")
+    convert.add_argument("source", help="installed GGUF model id, .gguf file or HF folder")
+    convert.add_argument("--to", choices=["mlx"], default="mlx")
+    convert.add_argument("--q-bits", type=int, choices=[4, 8], help="quantise to 4 or 8 bits")
+    convert.add_argument("--q-group-size", type=int, choices=[32, 64, 128], default=64)
+    convert.add_argument("--dtype", choices=["float16", "bfloat16", "float32"])
+    convert.add_argument("--id", dest="model_id", help="id of the new model")
+    convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_store_flags(convert)
+
     rm = sub.add_parser("rm", help="remove an installed model")
     rm.add_argument("model_id")
     _add_store_flags(rm)
@@ -108,6 +118,18 @@ def cmd_list(settings: Settings) -> int:
     return 0
 
 
+def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
+    from converters.gguf_to_mlx import ConvertOptions
+    from converters.install import convert_to_store
+
+    options = ConvertOptions(dtype=args.dtype, q_bits=args.q_bits,
+                             q_group_size=args.q_group_size, progress=not args.quiet)
+    manifest = convert_to_store(ModelStore(settings.data_dir), args.source,
+                                model_id=args.model_id, options=options)
+    print(f"{manifest.id}: installed ({manifest.size / 1e6:.1f} MB, MLX {manifest.architecture})")
+    return 0
+
+
 def cmd_rm(settings: Settings, model_id: str) -> int:
     if not ModelStore(settings.data_dir).remove(model_id):
         print(f"{model_id}: not installed", file=sys.stderr)
@@ -146,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mlxjan.doctor import doctor
 
             return doctor(settings)
+        if args.command == "convert":
+            return cmd_convert(settings, args)
         return cmd_rm(settings, args.model_id)
     except MlxjanError as exc:
         print(f"mlxjan: {exc.message}", file=sys.stderr)
