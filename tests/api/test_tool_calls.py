@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from mlxjan.engine.base import ForcedToolCall, GenerationRequest, JsonOutput
+from mlxjan.engine.base import ForcedToolCall, GenerationRequest, JsonOutput, TextAnswer
 from tests.api.conftest import MODEL, Server
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
@@ -412,3 +412,72 @@ def test_parallel_calls_stay_allowed_by_default(server: Server) -> None:
                                             tool_choice={"type": "auto"})
     assert [b.name for b in message.content if b.type == "tool_use"] == [
         "get_weather", "get_time"]
+
+
+# --- a repeated answered call is answered in words ---------------------------------------------
+
+
+def repeat_while_tools_offered(req: GenerationRequest) -> str:
+    """What the default model does: the same call again after its result, unless no tools."""
+    return WEATHER_CALL if req.tools else ANSWER
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_repeated_call_becomes_an_answer(server: Server, stream: bool) -> None:
+    server.engine.script = repeat_while_tools_offered
+    first = server.client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS)
+    call = (first.choices[0].message.tool_calls or [])[0]
+    messages: list[Any] = [
+        *ASK, first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18C, sunny"}]
+    before = len(server.engine.requests)
+    if stream:
+        chunks = list(server.client.chat.completions.create(
+            model=MODEL, messages=messages, tools=TOOLS, stream=True,
+            stream_options={"include_usage": True}))
+        assert (streamed_content(chunks), streamed_calls(chunks)) == (ANSWER, {})
+        assert finish_reasons(chunks) == ["stop"]
+    else:
+        final = server.client.chat.completions.create(model=MODEL, messages=messages,
+                                                      tools=TOOLS)
+        assert final.choices[0].message.content == ANSWER
+        assert final.choices[0].message.tool_calls is None
+        assert final.choices[0].finish_reason == "stop"
+    offered, in_words = server.engine.requests[before:]
+    assert (len(offered.tools), offered.constraint) == (2, None)
+    assert (in_words.tools, in_words.constraint) == ((), TextAnswer())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_repeated_tool_use_becomes_an_answer(server: Server, stream: bool) -> None:
+    server.engine.script = repeat_while_tools_offered
+    first = server.claude.messages.create(model=MODEL, max_tokens=100, messages=ASK,
+                                          tools=CLAUDE_TOOLS)
+    use = first.content[0]
+    assert use.type == "tool_use"
+    messages: list[Any] = [
+        *ASK, {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": "18C, sunny"}]}]
+    final: Any
+    if stream:
+        with server.claude.messages.stream(model=MODEL, max_tokens=100, messages=messages,
+                                           tools=CLAUDE_TOOLS) as events:
+            final = events.get_final_message()
+    else:
+        final = server.claude.messages.create(model=MODEL, max_tokens=100, messages=messages,
+                                              tools=CLAUDE_TOOLS)
+    assert final.stop_reason == "end_turn"
+    assert [(b.type, getattr(b, "text", None)) for b in final.content] == [("text", ANSWER)]
+    assert server.engine.requests[-1].constraint == TextAnswer()
+
+
+def test_a_repeat_under_tool_choice_required_stays_a_call(server: Server) -> None:
+    server.engine.script = repeat_while_tools_offered
+    messages: list[Any] = [
+        *ASK, {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+               "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C, sunny"}]
+    final = server.client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS,
+                                                  tool_choice="required")
+    assert final.choices[0].finish_reason == "tool_calls"
