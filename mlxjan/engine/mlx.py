@@ -27,7 +27,7 @@ from mlxjan.chat.tool_calls import (
     declared_tools,
     detect_format,
 )
-from mlxjan.chat.tool_stream import ToolCallSplitter
+from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 from mlxjan.engine.generation import decode_loop
 from mlxjan.engine.mlx_decode import LiveCache, MlxRestart, PrefillCancelled, Runner, generate
@@ -162,7 +162,7 @@ class MlxEngine:
             decode_loop(tokens, sampling, prompt_tokens=len(prompt), cached_tokens=cached,
                         max_new_tokens=min(sampling.max_tokens or room, room), emit=emit,
                         cancelled=cancelled,
-                        tool_calls=ToolCallSplitter(fmt, declared) if declared else None)
+                        tool_calls=splitter_for(request, fmt))
         except PrefillCancelled:
             log.info("%s: prefill cancelled, the client left", self.model_id)
 
