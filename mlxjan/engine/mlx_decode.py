@@ -96,7 +96,8 @@ def generate(runner: Runner, live: LiveCache, prompt: list[int], sampling: Sampl
     steps = _steps(runner, live, prompt, sampling, matcher, cancelled)
     text = ""
     try:
-        for sampled, logprobs in steps:
+        while True:  # not `for`: a restart swaps `steps` for a new generator
+            sampled, logprobs = next(steps)  # never exhausted: max_tokens=-1
             token = int(sampled)
             fed.append(token)
             if token in vocab.eos:
