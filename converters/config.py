@@ -73,7 +73,7 @@ def _gemma3(meta: GGUFMeta, vocab_size: int, tied: bool) -> Config:
     head_dim = int(meta.arch_get("attention.key_length", 256))
     config["head_dim"] = head_dim
     # Gemma 3 scales queries by 1/sqrt(head_dim) unless the checkpoint says otherwise.
-    config["query_pre_attn_scalar"] = float(head_dim)
+    config["query_pre_attn_scalar"] = head_dim
     window = meta.arch_get("attention.sliding_window")
     if window is not None:
         config["sliding_window"] = int(window)

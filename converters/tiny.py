@@ -62,8 +62,11 @@ def tiny_config(config: Config, *, layers: int, hidden: int, heads: int, kv_head
             "intermediate_size": intermediate, "tie_word_embeddings": True}
     if "head_dim" in tiny:
         tiny["head_dim"] = hidden // heads
+    if "sliding_window_pattern" in tiny:
+        # mlx-lm's Gemma 3 wants a global layer among the first `pattern` layers.
+        tiny["sliding_window_pattern"] = min(int(tiny["sliding_window_pattern"]), layers)
     if "query_pre_attn_scalar" in tiny:
-        tiny["query_pre_attn_scalar"] = float(hidden // heads)
+        tiny["query_pre_attn_scalar"] = hidden // heads
     return tiny
 
 

@@ -55,6 +55,7 @@ class GGUFVocab:
     unk_id: int | None
     add_bos: bool
     add_eos: bool
+    add_space_prefix: bool
     chat_template: str | None
 
     @classmethod
@@ -76,6 +77,7 @@ class GGUFVocab:
             # llama.cpp's defaults when the flags are absent: SPM adds BOS, BPE does not.
             add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", model == "llama")),
             add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+            add_space_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", model == "llama")),
             chat_template=meta.get("tokenizer.chat_template"),
         )
 
@@ -144,10 +146,13 @@ def _sentencepiece_bpe(vocab: GGUFVocab) -> Any:
     unk = vocab.token(vocab.unk_id)
     tok = Tokenizer(models.BPE(vocab=_vocab_dict(vocab.tokens), merges=_spm_merges(vocab),
                                unk_token=unk, fuse_unk=True, byte_fallback=True))
-    tok.normalizer = normalizers.Replace(" ", "\u2581")
-    tok.decoder = decoders.Sequence([
-        decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-    ])
+    replace = normalizers.Replace(" ", "\u2581")
+    tok.normalizer = (normalizers.Sequence([normalizers.Prepend("\u2581"), replace])
+                      if vocab.add_space_prefix else replace)
+    steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if vocab.add_space_prefix:
+        steps.append(decoders.Strip(" ", 1, 0))
+    tok.decoder = decoders.Sequence(steps)
     return tok
 
 

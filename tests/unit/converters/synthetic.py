@@ -91,6 +91,10 @@ def write_gguf(path: Path, spec: Spec | None = None) -> dict[str, np.ndarray]:
     writer.add_head_count_kv(spec.kv_heads)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_rope_freq_base(1000000.0)
+    if spec.arch == "gemma3":
+        writer.add_key_length(spec.hidden // spec.heads)
+        writer.add_value_length(spec.hidden // spec.heads)
+        writer.add_sliding_window(512)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")
     writer.add_token_list(tokens)

@@ -82,3 +82,17 @@ def test_bad_options() -> None:
         ConvertOptions(q_bits=3).check()
     with pytest.raises(ConversionError):
         ConvertOptions(dtype="int8").check()
+
+
+def test_gemma3_norms_shifted_and_config(tmp_path: Path) -> None:
+    originals = write_gguf(tmp_path / "m.gguf", Spec(arch="gemma3", tied=True))
+    config = convert_gguf(tmp_path / "m.gguf", tmp_path / "out",
+                          ConvertOptions(dtype="float32", progress=False))
+    assert config["model_type"] == "gemma3_text"
+    assert (config["head_dim"], config["query_pre_attn_scalar"]) == (64, 64)
+    assert (config["sliding_window"], config["sliding_window_pattern"]) == (512, 6)
+    weights = load_safetensors(tmp_path / "out")
+    norm = originals["blk.1.post_ffw_norm.weight"]
+    got = weights["model.layers.1.post_feedforward_layernorm.weight"]
+    assert np.allclose(got, norm - 1.0)
+    assert "lm_head.weight" not in weights

@@ -1,0 +1,97 @@
+"""GGUF -> MLX on the real installed models: tokenizer and greedy parity with llama.cpp.
+
+Slow on Linux CPU (about a minute per model): conversion to float32, then 8 greedy tokens
+from mlx-lm and from llama.cpp on the same prompt tokens.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converters.gguf_to_mlx import ConvertOptions, convert_gguf
+from converters.tiny import installed_gguf, make_tiny_model
+
+pytestmark = pytest.mark.e2e
+
+TEXTS = [
+    "Hello world", "def f(x):\n    return x**2  # 中文 日本語",
+    "  leading  spaces\t\ttabs\n\n\nnewlines   ", "emoji 🤖👍🏽 done", "12345678 3.14159 1e-10",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "<tool_call>{\"a\": 1}</tool_call>",
+    "<start_of_turn>user\nhi<end_of_turn>\n", "I'm you'LL WE'VE", "ÀÉÎõü straße Ωμέγα",
+    "<b>bold</b>", "a\u200bb \x01 \ufffd", "", " ", "\n",
+]
+
+
+@pytest.fixture(scope="module", params=["qwen2.5-coder-0.5b-instruct", "gemma-3-270m"])
+def gguf_path(request: pytest.FixtureRequest, default_model_path: Path) -> Path:
+    model_id: str = request.param
+    if model_id != "qwen2.5-coder-0.5b-instruct":
+        subprocess.run([sys.executable, "-m", "mlxjan", "pull", model_id, "--quiet"],
+                       check=True)
+        return installed_gguf(model_id)
+    return default_model_path
+
+
+@pytest.fixture(scope="module")
+def float_model(gguf_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mlx") / "model"
+    convert_gguf(gguf_path, out, ConvertOptions(dtype="float32", progress=False))
+    return out
+
+
+def llama_vocab(gguf_path: Path) -> Any:
+    import llama_cpp
+
+    return llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
+
+
+def test_tokenizer_matches_llama_cpp(gguf_path: Path, float_model: Path) -> None:
+    from tokenizers import Tokenizer
+
+    ours = Tokenizer.from_file(str(float_model / "tokenizer.json"))
+    theirs = llama_vocab(gguf_path)
+    for text in TEXTS:
+        assert ours.encode(text).ids == theirs.tokenize(text.encode(), add_bos=True,
+                                                        special=True), text
+
+
+def test_greedy_tokens_match_llama_cpp(gguf_path: Path, float_model: Path) -> None:
+    import llama_cpp
+    import mlx_lm
+    from mlx_lm.sample_utils import make_sampler
+
+    model, tokenizer = mlx_lm.load(str(float_model))
+    if tokenizer.chat_template:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Write a Python function that adds two numbers."}],
+            add_generation_prompt=True)
+    else:
+        prompt = tokenizer.encode("Monday, Tuesday, Wednesday,")
+    ours = [r.token for r in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=8,
+                                                    sampler=make_sampler(0.0))]
+    llm = llama_cpp.Llama(str(gguf_path), n_ctx=256, verbose=False)
+    theirs: list[int] = []
+    for token in llm.generate(prompt, temp=0.0, top_k=1):
+        theirs.append(token)
+        if len(theirs) == len(ours):
+            break
+    llm.close()
+    assert ours == theirs, (tokenizer.decode(ours), tokenizer.decode(theirs))
+
+
+def test_tiny_model_keeps_the_real_tokenizer(gguf_path: Path, float_model: Path,
+                                             tmp_path: Path) -> None:
+    import mlx_lm
+
+    tiny = make_tiny_model(gguf_path, tmp_path / "tiny")
+    assert (tiny / "tokenizer.json").read_bytes() == \
+        (float_model / "tokenizer.json").read_bytes()
+    model, tokenizer = mlx_lm.load(str(tiny))
+    assert len(model.model.layers) == 2
+    assert isinstance(mlx_lm.generate(model, tokenizer, tokenizer.encode("hi"), max_tokens=2),
+                      str)
