@@ -48,37 +48,62 @@ def decode_loop(
 
     With `tool_calls`, text passes through it and calls come out as ToolCallDeltas.
     """
-    assembler = DeltaAssembler(sampling.stop)
-    out = _Output(emit, tool_calls)
-    generated = 0
-    reason: FinishReason = "length"
+    decoder = Decoder(sampling, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
+                      max_new_tokens=max_new_tokens, emit=emit, tool_calls=tool_calls)
     for token in tokens:
         if cancelled.is_set():
             return
-        if token.end_of_generation:
-            reason = "stop"
-            break
-        if token.restart:
-            assembler, generated = DeltaAssembler(sampling.stop), 0
-            out.restart()
-            continue
-        generated += 1
-        out.send(assembler.push(token.piece, token.logprob))
-        if assembler.stop_sequence is not None or out.full:
-            reason = "stop"  # a full splitter: the answer has made all the calls it may
-            break
-        if generated >= max_new_tokens:
+        if decoder.push(token):
             break
     if cancelled.is_set():
         return
-    stop_sequence = assembler.stop_sequence
-    if stop_sequence is None and not out.full:
-        out.send(assembler.finish())
-        if assembler.stop_sequence is not None:
-            stop_sequence, reason = assembler.stop_sequence, "stop"
-    if out.finish() and reason == "stop":
-        reason = "tool_calls"
-    emit(Finished(reason, Usage(prompt_tokens, generated, cached_tokens), stop_sequence))
+    decoder.finish()
+
+
+class Decoder:
+    """The stop rules over tokens pushed one at a time (by decode_loop, or by a batch that
+    steps several answers together); `finish` emits the one Finished event."""
+
+    def __init__(self, sampling: SamplingParams, *, prompt_tokens: int, cached_tokens: int,
+                 max_new_tokens: int, emit: Emit,
+                 tool_calls: ToolCallSplitter | None = None) -> None:
+        self._sampling = sampling
+        self._assembler = DeltaAssembler(sampling.stop)
+        self._out = _Output(emit, tool_calls)
+        self._emit = emit
+        self._usage = (prompt_tokens, cached_tokens)
+        self._max_new_tokens = max_new_tokens
+        self.generated = 0
+        self._reason: FinishReason = "length"
+
+    def push(self, token: SampledToken) -> bool:
+        """Take one token; True once the answer is complete (call `finish` then)."""
+        if token.end_of_generation:
+            self._reason = "stop"
+            return True
+        if token.restart:
+            self._assembler, self.generated = DeltaAssembler(self._sampling.stop), 0
+            self._out.restart()
+            return False
+        self.generated += 1
+        self._out.send(self._assembler.push(token.piece, token.logprob))
+        if self._assembler.stop_sequence is not None or self._out.full:
+            self._reason = "stop"  # a full splitter: the answer has made all the calls it may
+            return True
+        return self.generated >= self._max_new_tokens
+
+    def finish(self) -> None:
+        assembler, out, reason = self._assembler, self._out, self._reason
+        stop_sequence = assembler.stop_sequence
+        if stop_sequence is None and not out.full:
+            out.send(assembler.finish())
+            if assembler.stop_sequence is not None:
+                stop_sequence, reason = assembler.stop_sequence, "stop"
+        if out.finish() and reason == "stop":
+            reason = "tool_calls"
+        prompt_tokens, cached_tokens = self._usage
+        self._emit(Finished(reason, Usage(prompt_tokens, self.generated, cached_tokens),
+                            stop_sequence))
 
 
 class _Output:

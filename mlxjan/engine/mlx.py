@@ -2,17 +2,15 @@
 
 One dedicated thread loads the model and makes every MLX call (MLX streams are
 thread-local). Prompts are rendered with the model's chat template in the same sandbox as
-the llama.cpp engine, tokens stream through the shared decode loop (stop strings, UTF-8,
-tool-call splitting, usage), and the KV cache of the last request is kept and trimmed to
-the prefix the next prompt shares, with older prefixes kept as snapshots in the prompt cache.
+the llama.cpp engine. Answers run together in one continuous batch (mlx_batch.py): a new
+request joins between decode steps, each answer keeps its own sampling, constraint and stop
+rules (the shared Decoder), and finished answers leave their KV cache in the prompt cache.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
-import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,18 +27,16 @@ from mlxjan.chat.tool_calls import (
 )
 from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
-from mlxjan.engine.generation import decode_loop
-from mlxjan.engine.mlx_decode import LiveCache, MlxRestart, PrefillCancelled, Runner, generate
+from mlxjan.engine.generation import Decoder
+from mlxjan.engine.mlx_batch import Answer, Batch, CacheLayers
+from mlxjan.engine.mlx_decode import MlxRestart, Runner
 from mlxjan.engine.mlx_guidance import Guide
 from mlxjan.engine.mlx_vocab import Vocab, token_pieces
-from mlxjan.engine.prompt_cache import PromptCache, common_prefix
-from mlxjan.engine.worker import Emit, EngineThread
+from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.worker import EngineThread, Sink
 from mlxjan.errors import ContextLengthExceededError, EngineError
 
 log = logging.getLogger(__name__)
-# As in the llama.cpp engine: shorter prefixes are cheaper to recompute than to snapshot.
-MIN_SNAPSHOT_TOKENS = 512
-MIN_REUSE_GAIN = 256
 
 
 @dataclass
@@ -50,7 +46,7 @@ class _Loaded:
     template: ChatTemplate
     template_source: str | None
     vocab: Vocab
-    live: LiveCache
+    batch: Batch
     guide: Guide | None = None  # built on the first constrained request
 
     def guidance(self) -> Guide:
@@ -65,15 +61,17 @@ class _Loaded:
 class MlxEngine:
     def __init__(self, model_id: str, model_dir: Callable[[], Path], *,
                  chat_template: str | None, context_length: int,
-                 tool_grammar: bool = True, prompt_cache_bytes: int = 0) -> None:
+                 tool_grammar: bool = True, prompt_cache_bytes: int = 0,
+                 max_batch: int = 8) -> None:
         """`model_dir` is called on the engine thread at load time: it may convert first."""
         self.model_id = model_id
         self.context_length = context_length
         self.tool_grammar = tool_grammar
         self._model_dir = model_dir
         self._template_source = chat_template
-        self._cache: PromptCache[list[Any]] = PromptCache(prompt_cache_bytes)
-        self._thread = EngineThread(f"mlx-{model_id}")
+        self.max_batch = max_batch
+        self._cache: PromptCache[CacheLayers] = PromptCache(prompt_cache_bytes)
+        self._thread = EngineThread(f"mlx-{model_id}", background=self._step)
         self._loaded: _Loaded | None = None
 
     # --- lifecycle (every MLX call happens on the engine thread) ---------------------------
@@ -88,8 +86,6 @@ class MlxEngine:
         log.info("loading %s with MLX", path)
         try:
             from mlx_lm import load as mlx_load
-            from mlx_lm.models.cache import make_prompt_cache
-
             model, tokenizer = mlx_load(str(path))[:2]
         except ImportError as exc:
             raise EngineError(f"the MLX engine needs mlx and mlx-lm installed: {exc}") from exc
@@ -100,19 +96,21 @@ class MlxEngine:
         source = self._template_source or getattr(hf, "chat_template", None)
         import mlx.core as mx
 
+        runner = Runner(model, mx.new_stream(mx.default_device()))
+        vocab = Vocab(token_pieces(tokenizer._tokenizer), frozenset(tokenizer.eos_token_ids))
         self._loaded = _Loaded(
-            runner=Runner(model, mx.new_stream(mx.default_device())), tokenizer=tokenizer,
+            runner=runner, tokenizer=tokenizer, vocab=vocab,
             template_source=source,
             template=ChatTemplate(source, bos_token=hf.bos_token or "",
                                   eos_token=hf.eos_token or ""),
-            vocab=Vocab(token_pieces(hf), frozenset(tokenizer.eos_token_ids)),
-            live=LiveCache(make_prompt_cache(model)),
+            batch=Batch(runner, vocab, self._cache, self.max_batch),
         )
         return self._loaded
 
     async def unload(self) -> None:
         def drop() -> None:
             if self._loaded is not None:
+                self._loaded.batch.close()
                 self._loaded = None
                 _release_wired_limit()
 
@@ -139,32 +137,35 @@ class MlxEngine:
         return await asyncio.to_thread(lambda: len(_prompt_tokens(loaded, request)))
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
-        return self._thread.stream(lambda emit, cancelled:
-                                   self._generate(request, emit, cancelled))
+        return self._thread.open_stream(lambda sink: self._start(request, sink))
 
-    def _generate(self, request: GenerationRequest, emit: Emit,
-                  cancelled: threading.Event) -> None:
-        loaded = self._ensure_loaded()
-        prompt = _prompt_tokens(loaded, request)
-        room = self.context_length - len(prompt)
-        if room < 1:
-            raise ContextLengthExceededError(len(prompt), self.context_length)
-        cached = self._reuse(loaded, prompt)
-        emit(Started(len(prompt), cached))
-        fmt = detect_format(loaded.template_source)
-        declared = declared_tools(request.tools)
-        sampling = request.sampling
-        matcher = (self._matcher(loaded, request.constraint, fmt, declared)
-                   if request.constraint is not None else None)
-        tokens = generate(loaded.runner, loaded.live, prompt, sampling, loaded.vocab, cancelled,
-                          matcher, self._restart(loaded, request, fmt, declared))
+    def _step(self) -> bool:
+        return self._loaded is not None and self._loaded.batch.step()
+
+    def _start(self, request: GenerationRequest, sink: Sink) -> None:
+        """Check and tokenize the request, then add it to the running batch."""
         try:
-            decode_loop(tokens, sampling, prompt_tokens=len(prompt), cached_tokens=cached,
-                        max_new_tokens=min(sampling.max_tokens or room, room), emit=emit,
-                        cancelled=cancelled,
-                        tool_calls=splitter_for(request, fmt))
-        except PrefillCancelled:
-            log.info("%s: prefill cancelled, the client left", self.model_id)
+            loaded = self._ensure_loaded()
+            prompt = _prompt_tokens(loaded, request)
+            room = self.context_length - len(prompt)
+            if room < 1:
+                raise ContextLengthExceededError(len(prompt), self.context_length)
+            fmt = detect_format(loaded.template_source)
+            declared = declared_tools(request.tools)
+            matcher = (self._matcher(loaded, request.constraint, fmt, declared)
+                       if request.constraint is not None else None)
+            restart = self._restart(loaded, request, fmt, declared)
+        except Exception as exc:
+            sink.fail(exc)
+            sink.close()
+            return
+        layers, cached = loaded.batch.reuse(prompt)
+        sink.emit(Started(len(prompt), cached))
+        decoder = Decoder(request.sampling, prompt_tokens=len(prompt), cached_tokens=cached,
+                          max_new_tokens=min(request.sampling.max_tokens or room, room),
+                          emit=sink.emit, tool_calls=splitter_for(request, fmt))
+        loaded.batch.add(Answer(prompt, request.sampling, decoder, sink, matcher, restart),
+                         layers, cached)
 
     def _restart(self, loaded: _Loaded, request: GenerationRequest, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> MlxRestart | None:
@@ -182,45 +183,6 @@ class MlxEngine:
                  declared: Mapping[str, JsonSchema]) -> Any | None:
         guide = loaded.guidance()
         return guide.matcher(lark_for(constraint, fmt, declared, guide.single_token))
-
-    def _reuse(self, loaded: _Loaded, prompt: list[int]) -> int:
-        """Make the live cache hold the longest cached prefix of `prompt`; return its length.
-
-        The last prompt token is always evaluated again, for fresh logits.
-        """
-        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
-
-        live = loaded.live
-        wanted = prompt[:-1]
-        keep = common_prefix(live.tokens, wanted)
-        entry, shared = self._cache.best(wanted)
-        better = entry is not None and shared >= keep + MIN_REUSE_GAIN
-        overwritten = len(live.tokens) - keep >= MIN_REUSE_GAIN or better
-        if len(live.tokens) >= MIN_SNAPSHOT_TOKENS and overwritten \
-                and not self._cache.holds(live.tokens):
-            self._snapshot(live)
-        if entry is not None and better:
-            live.layers, live.tokens = copy.deepcopy(entry.state), list(entry.tokens)
-            self._cache.take(entry)
-            keep = shared
-            log.info("%s: restored a cached prefix of %d tokens", self.model_id, shared)
-        elif len(prompt) >= MIN_SNAPSHOT_TOKENS and keep < MIN_REUSE_GAIN:
-            self._cache.miss()
-        excess = live.size - keep
-        if excess > 0 and not can_trim_prompt_cache(live.layers):
-            # e.g. a sliding window that has rotated: start the prompt over
-            live.layers, keep = make_prompt_cache(loaded.runner.model), 0
-        elif excess > 0:
-            from mlx_lm.models.cache import trim_prompt_cache
-
-            trim_prompt_cache(live.layers, excess)
-        live.tokens = live.tokens[:keep]
-        return keep
-
-    def _snapshot(self, live: LiveCache) -> None:
-        layers = copy.deepcopy(live.layers)
-        size = sum(int(getattr(layer, "nbytes", 0)) for layer in layers)
-        self._cache.put(live.tokens[: live.size], layers, size)
 
 
 def _prompt_tokens(loaded: _Loaded, request: GenerationRequest) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import anthropic
@@ -191,3 +192,14 @@ def test_json_schema_response_validates(target: Target) -> None:
                        response_format={"type": "json_schema", "json_schema": {
                            "name": "reply", "strict": True, "schema": schema}}, **GREEDY)
     jsonschema.validate(json.loads(result.choices[0].message.content or ""), schema)
+
+
+def test_parallel_answers_match_one_at_a_time(target: Target) -> None:
+    # MLX decodes these in one batch; llama.cpp queues them. Greedy answers must not change.
+    questions = [f"Give me {n} words about the sea." for n in range(2, 6)]
+    alone = [_complete(target, q, max_tokens=10, **GREEDY).choices[0].message.content
+             for q in questions]
+    with ThreadPoolExecutor(len(questions)) as pool:
+        together = list(pool.map(lambda q: _complete(target, q, max_tokens=10, **GREEDY)
+                                 .choices[0].message.content, questions))
+    assert together == alone
