@@ -4,7 +4,8 @@ Three ways to run the same MLX model (the default model's tokenizer with a few r
 layers, made by converters.tiny), in alternating rounds so machine noise hits all alike:
 `mlx_lm.stream_generate` called directly in this process, `mlxjan serve --engine mlx`, and
 `mlx_lm.server`. Each request streams a greedy answer of --max-tokens tokens to a new short
-prompt; decode speed is tokens after the first over the time after the first.
+prompt; decode speed is tokens after the first over the time after the first. Then
+--streams requests at once measure each server's batching (aggregate tokens/s).
 
     .venv/bin/python benchmarks/bench_mlx.py --rounds 3 --requests 3
 """
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +83,25 @@ def over_http(url: str, model: str, n: int, max_tokens: int) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
+def parallel(url: str, model: str, counter: list[int], streams: int, max_tokens: int) -> float:
+    """Aggregate decode speed of `streams` answers at once: tokens over wall time."""
+    first = counter[0] + 1
+    counter[0] += streams
+
+    def one(n: int) -> int:
+        body = {"model": model, "temperature": 0.0, "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": prompt(n)}]}
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600).json()
+        return int(reply["usage"]["completion_tokens"])
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        total = sum(pool.map(one, range(first, first + streams)))
+    return total / (time.perf_counter() - start)
+
+
 def server_round(kind: str, home: Path, folder: Path, args: argparse.Namespace,
-                 counter: list[int]) -> list[float]:
+                 counter: list[int], together: list[float]) -> list[float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     if kind == "mlxjan":
@@ -102,6 +121,7 @@ def server_round(kind: str, home: Path, folder: Path, args: argparse.Namespace,
         for _ in range(args.requests):
             counter[0] += 1
             speeds.append(over_http(url, model, counter[0], args.max_tokens))
+        together.append(parallel(url, model, counter, args.streams, args.max_tokens))
         return speeds
     finally:
         proc.terminate()
@@ -115,6 +135,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--streams", type=int, default=4)
     args = parser.parse_args()
     from mlx_lm import load
 
@@ -126,16 +147,22 @@ def main() -> int:
         results: dict[str, list[float]] = {"mlx_lm.generate": [], "mlxjan": [],
                                            "mlx_lm.server": []}
         counter = [0]
+        together: dict[str, list[float]] = {"mlxjan": [], "mlx_lm.server": []}
         for _ in range(args.rounds):
             for _ in range(args.requests):
                 counter[0] += 1
                 results["mlx_lm.generate"].append(
                     direct(model, tokenizer, counter[0], args.max_tokens))
             for kind in ("mlxjan", "mlx_lm.server"):
-                results[kind] += server_round(kind, home, folder, args, counter)
+                results[kind] += server_round(kind, home, folder, args, counter,
+                                              together[kind])
     med = {k: statistics.median(v) for k, v in results.items()}
     for kind, tps in med.items():
         print(f"{kind:16} decode median {tps:8.2f} tok/s (n={len(results[kind])})")
+    for kind, speeds in together.items():
+        agg = statistics.median(speeds)
+        print(f"{kind:16} {args.streams} parallel streams {agg:8.2f} tok/s aggregate = "
+              f"{agg / med[kind]:.2f}x one stream")
     print(f"ratios: mlxjan / mlx_lm.generate {med['mlxjan'] / med['mlx_lm.generate']:.3f}x "
           f"(target >= 0.9), mlxjan / mlx_lm.server {med['mlxjan'] / med['mlx_lm.server']:.3f}x "
           f"(target >= 1.0)")
