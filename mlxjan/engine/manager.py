@@ -83,6 +83,7 @@ class EngineManager:
             context_length=self.context_length_for(manifest),
             tool_grammar=self._settings.tool_grammar,
             prompt_cache_bytes=self._settings.prompt_cache_bytes,
+            max_batch=self._settings.max_batch_size,
         )
 
     def disk_cache_for(self, manifest: Manifest) -> DiskCacheConfig | None:

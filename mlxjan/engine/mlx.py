@@ -124,8 +124,11 @@ class MlxEngine:
         self._thread.close()
 
     def health(self) -> dict[str, object]:
-        return {"engine": "mlx", "model": self.model_id, "loaded": self._loaded is not None,
+        loaded = self._loaded
+        return {"engine": "mlx", "model": self.model_id, "loaded": loaded is not None,
                 "context_length": self.context_length,
+                "batch": {"running": loaded.batch.running if loaded else 0,
+                          "max": self.max_batch},
                 "prompt_cache": asdict(self._cache.stats())}
 
     # --- generation ------------------------------------------------------------------------
