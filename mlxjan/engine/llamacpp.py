@@ -54,6 +54,9 @@ _RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
 # Shorter prompts are cheaper to recompute than to snapshot; smaller gains not worth a restore.
 MIN_SNAPSHOT_TOKENS = 512
 MIN_REUSE_GAIN = 256
+# A request that computed this many new prompt tokens leaves its cache on disk right away
+# (a copy here, the write in the background): it survives a crash, not only a clean stop.
+PERSIST_AFTER_TOKENS = 1024
 
 
 class LlamaCppEngine:
@@ -164,6 +167,9 @@ class LlamaCppEngine:
                     max_new_tokens=min(sampling.max_tokens or room, room), emit=emit,
                     cancelled=cancelled,
                     tool_calls=splitter_for(request, fmt))
+        if (self._cache.persisting and len(prompt) - cached >= PERSIST_AFTER_TOKENS
+                and not cancelled.is_set()):
+            self._cache.persist(llm.input_ids[: llm.n_tokens].tolist(), *snapshot(llm))
 
     def _switch_cache(self, llm: Llama, prompt: list[int]) -> None:
         """Keep the live cache as a snapshot before a different prompt overwrites it, and
@@ -186,7 +192,7 @@ class LlamaCppEngine:
         """Write the live cache to disk (unless a file covers it) and wait for the writes:
         at unload and shutdown, when nothing else waits for the engine."""
         live = llm.input_ids[: llm.n_tokens].tolist()
-        if len(live) >= MIN_SNAPSHOT_TOKENS:
+        if self._cache.persisting and len(live) >= MIN_SNAPSHOT_TOKENS:
             self._cache.persist(live, *snapshot(llm))
         self._cache.flush()
 

@@ -130,6 +130,11 @@ class PromptCache(Generic[S]):
         while sum(e.size for e in self._entries) > self.budget:
             self._entries.pop(0)
 
+    @property
+    def persisting(self) -> bool:
+        """Whether entries go to disk (engines skip copying state out when not)."""
+        return self._disk is not None
+
     def persist(self, tokens: Sequence[int], state: S, size: int) -> None:
         """Queue a state for the disk only (e.g. the live cache at shutdown)."""
         if self._disk is not None and self._codec is not None and not self._disk.holds(tokens):

@@ -43,7 +43,7 @@ def test_interleaved_conversations_each_find_their_prefix(client: openai.OpenAI)
     assert back_to_b > prompt_b - 20
 
 
-SYSTEM_LONG = "You are a lighthouse keeper. " + "The lamp turns and the fog rolls in. " * 110
+FOG = "The lamp turns and the fog rolls in. "
 
 
 def _first_token(url: str, messages: list[dict[str, str]]) -> tuple[float, int, int]:
@@ -65,24 +65,38 @@ def _first_token(url: str, messages: list[dict[str, str]]) -> tuple[float, int, 
     return first, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
 
 
-def test_a_prefix_persisted_at_shutdown_is_reused_after_a_restart(
-        default_model_path: Path, tmp_path: Path) -> None:
+def _wait_for_file(folder: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(folder.rglob("*.kvc")):
+        assert time.monotonic() < deadline, "no prompt-cache file was written"
+        time.sleep(0.2)
+
+
+# SIGTERM after ~1,000 new prompt tokens: the live cache is written on the way out.
+# SIGKILL after ~1,200: a prefix that long was already written in the background.
+@pytest.mark.parametrize(("stop", "repeats"), [("sigterm", 110), ("sigkill", 130)])
+def test_a_persisted_prefix_is_reused_after_a_restart(
+        default_model_path: Path, tmp_path: Path, stop: str, repeats: int) -> None:
     env = {"MLXJAN_PROMPT_CACHE_DIR": str(tmp_path / "cache")}
-    turn1 = [{"role": "system", "content": SYSTEM_LONG},
+    system = "You are a lighthouse keeper. " + FOG * repeats
+    turn1 = [{"role": "system", "content": system},
              {"role": "user", "content": "Is the lamp lit?"}]
     hello = [{"role": "user", "content": "Hello"}]  # loads the model: TTFT is prompt work
     with serve_process(tmp_path, env=env) as server:
         _first_token(server.url, hello)
         cold, prompt1, _ = _first_token(server.url, turn1)
-        server.stop()  # SIGTERM: the live cache is written on the way out
-        assert server.proc.returncode == 0
+        if stop == "sigkill":
+            _wait_for_file(tmp_path / "cache")
+            server.proc.kill()
+        server.stop()
+        assert server.proc.returncode == (0 if stop == "sigterm" else -9)
     assert list((tmp_path / "cache").rglob("*.kvc"))
     turn2 = [*turn1, {"role": "assistant", "content": "Yes."},
              {"role": "user", "content": "And the fog horn?"}]
     with serve_process(tmp_path, env=env) as server:
         _first_token(server.url, hello)
         warm, prompt2, cached = _first_token(server.url, turn2)
-    log.info("restart: cold TTFT %.2f s for %d tokens, after restart %.2f s (%.0f%%) with "
-             "%d of %d cached", cold, prompt1, warm, 100 * warm / cold, cached, prompt2)
+    log.info("restart after %s: cold TTFT %.2f s for %d tokens, after restart %.2f s (%.0f%%) with "
+             "%d of %d cached", stop, cold, prompt1, warm, 100 * warm / cold, cached, prompt2)
     assert prompt1 > 900
     assert cached > prompt1 - 20  # all of turn one but the tokens the template re-renders

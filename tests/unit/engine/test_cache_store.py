@@ -144,6 +144,7 @@ def test_the_prompt_cache_finds_a_prefix_on_disk_after_a_restart(tmp_path: Path)
     codec: StateCodec[bytes] = StateCodec(lambda s, n: memoryview(s)[:n], bytes)
     before: PromptCache[bytes] = PromptCache(1 << 20, config.open(KEY.params), codec)
     before.open_disk()
+    assert before.persisting and not PromptCache[bytes](1 << 20).persisting
     before.put([1, 2, 3, 4], b"kv-state", 8)
     before.flush()
 
