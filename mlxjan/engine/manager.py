@@ -84,6 +84,7 @@ class EngineManager:
             tool_grammar=self._settings.tool_grammar,
             prompt_cache_bytes=self._settings.prompt_cache_bytes,
             max_batch=self._settings.max_batch_size,
+            disk_cache=self.disk_cache_for(manifest),
         )
 
     def disk_cache_for(self, manifest: Manifest) -> DiskCacheConfig | None:

@@ -27,10 +27,12 @@ from mlxjan.chat.tool_calls import (
 )
 from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
+from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.generation import Decoder
-from mlxjan.engine.mlx_batch import Answer, Batch, CacheLayers
+from mlxjan.engine.mlx_batch import Answer, Batch
 from mlxjan.engine.mlx_decode import MlxRestart, Runner
 from mlxjan.engine.mlx_guidance import Guide
+from mlxjan.engine.mlx_state import MLX_CODEC, CacheLayers
 from mlxjan.engine.mlx_vocab import Vocab, token_pieces
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.worker import EngineThread, Sink
@@ -62,7 +64,7 @@ class MlxEngine:
     def __init__(self, model_id: str, model_dir: Callable[[], Path], *,
                  chat_template: str | None, context_length: int,
                  tool_grammar: bool = True, prompt_cache_bytes: int = 0,
-                 max_batch: int = 8) -> None:
+                 max_batch: int = 8, disk_cache: DiskCacheConfig | None = None) -> None:
         """`model_dir` is called on the engine thread at load time: it may convert first."""
         self.model_id = model_id
         self.context_length = context_length
@@ -70,7 +72,8 @@ class MlxEngine:
         self._model_dir = model_dir
         self._template_source = chat_template
         self.max_batch = max_batch
-        self._cache: PromptCache[CacheLayers] = PromptCache(prompt_cache_bytes)
+        disk = disk_cache.open(_state_params()) if disk_cache else None
+        self._cache: PromptCache[CacheLayers] = PromptCache(prompt_cache_bytes, disk, MLX_CODEC)
         self._thread = EngineThread(f"mlx-{model_id}", background=self._step)
         self._loaded: _Loaded | None = None
 
@@ -92,6 +95,7 @@ class MlxEngine:
         except (OSError, ValueError, KeyError) as exc:
             raise EngineError(f"failed to load model '{self.model_id}' with MLX: {exc}") from exc
         _set_wired_limit(model)
+        self._cache.open_disk()
         hf = tokenizer._tokenizer
         source = self._template_source or getattr(hf, "chat_template", None)
         import mlx.core as mx
@@ -111,6 +115,7 @@ class MlxEngine:
         def drop() -> None:
             if self._loaded is not None:
                 self._loaded.batch.close()
+                self._cache.flush()
                 self._loaded = None
                 _release_wired_limit()
 
@@ -186,6 +191,13 @@ class MlxEngine:
                  declared: Mapping[str, JsonSchema]) -> Any | None:
         guide = loaded.guidance()
         return guide.matcher(lark_for(constraint, fmt, declared, guide.single_token))
+
+
+def _state_params() -> dict[str, str | int | float | bool]:
+    """What a saved KV state depends on besides the model file: the library versions."""
+    from importlib.metadata import version
+
+    return {"engine": "mlx", "mlx": version("mlx"), "mlx_lm": version("mlx-lm")}
 
 
 def _prompt_tokens(loaded: _Loaded, request: GenerationRequest) -> list[int]:

@@ -19,6 +19,7 @@ from mlxjan.engine.base import SamplingParams
 from mlxjan.engine.generation import Decoder, SampledToken
 from mlxjan.engine.mlx_decode import MlxRestart, Runner, make_sampler_chain, token_logprob
 from mlxjan.engine.mlx_guidance import mask_processor
+from mlxjan.engine.mlx_state import CacheLayers
 from mlxjan.engine.mlx_vocab import Vocab
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.worker import Sink
@@ -30,8 +31,9 @@ PREFILL_CHUNK = 512
 # Shorter prefixes are cheaper to recompute than to copy out of a snapshot.
 MIN_REUSE_TOKENS = 32
 MIN_SNAPSHOT_TOKENS = 64
+# Prefixes this long are also written to disk (in the background), to survive a restart.
+PERSIST_AFTER_TOKENS = 1024
 
-CacheLayers = list[Any]  # one mlx-lm cache object per layer
 
 
 @dataclass
@@ -76,11 +78,12 @@ class Batch:
         it), and that prefix's length; the last prompt token is always evaluated again."""
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
-        entry, shared = self.cache.best(prompt[:-1])
+        entry, shared = self.cache.lookup(prompt[:-1], at_least=MIN_REUSE_TOKENS)
         if entry is None or shared < MIN_REUSE_TOKENS:
             self.cache.miss()
             return None, 0
-        layers = copy.deepcopy(entry.state)
+        # A snapshot in memory stays there for later prompts; one read from disk is fresh.
+        layers = entry.state if entry.source == "disk" else copy.deepcopy(entry.state)
         excess = int(layers[0].offset) - shared
         if excess > 0 and not can_trim_prompt_cache(layers):
             self.cache.miss()  # e.g. a sliding window that has rotated past the prefix
@@ -167,18 +170,19 @@ class Batch:
         self._insert(answer, layers, keep, restart.sampling, restart.matcher())
 
     def _done(self, answer: Answer) -> None:
-        layers, tokens = self._remove(answer)
-        if layers is not None and len(tokens) >= MIN_SNAPSHOT_TOKENS:
-            self.cache.put(tokens, layers, sum(int(layer.nbytes) for layer in layers))
+        self._keep(*self._remove(answer))
         answer.decoder.finish()
         answer.sink.close()
 
     def _drop(self, answer: Answer) -> None:
-        layers, tokens = self._remove(answer)
         # A prefill cut short still computed its prefix: keep it for the client's retry.
-        if layers is not None and len(tokens) >= MIN_SNAPSHOT_TOKENS:
-            self.cache.put(tokens, layers, sum(int(layer.nbytes) for layer in layers))
+        self._keep(*self._remove(answer))
         answer.sink.close()
+
+    def _keep(self, layers: CacheLayers | None, tokens: list[int]) -> None:
+        if layers is not None and len(tokens) >= MIN_SNAPSHOT_TOKENS:
+            self.cache.put(tokens, layers, sum(int(layer.nbytes) for layer in layers),
+                           persist=len(tokens) >= PERSIST_AFTER_TOKENS)
 
     def _remove(self, answer: Answer) -> tuple[CacheLayers | None, list[int]]:
         """Take the answer out of the batch; its KV cache and the tokens that cache holds."""

@@ -115,10 +115,12 @@ class PromptCache(Generic[S]):
         return any(len(e.tokens) >= len(tokens) and common_prefix(e.tokens, tokens) ==
                    len(tokens) for e in self._entries)
 
-    def put(self, tokens: Sequence[int], state: S, size: int) -> None:
-        """Keep a snapshot; snapshots it extends are dropped (it covers them). With a disk,
-        it is also persisted in the background unless a file already covers it."""
-        self.persist(tokens, state, size)
+    def put(self, tokens: Sequence[int], state: S, size: int, *,
+            persist: bool = True) -> None:
+        """Keep a snapshot; snapshots it extends are dropped (it covers them). With a disk
+        and `persist`, it is also persisted in the background unless a file covers it."""
+        if persist:
+            self.persist(tokens, state, size)
         if size > self.budget:
             return
         key = tuple(tokens)
