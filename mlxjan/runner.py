@@ -102,14 +102,24 @@ def ps(settings: Settings) -> int:
     models = status.get("models") or []
     print(f"{'MODEL':40} {'ENGINE':9} {'LOADED':6} {'CONTEXT':>8}  PROMPT CACHE")
     for m in models:
-        cache = m.get("prompt_cache") or {}
-        cached = (f"{cache.get('entries', 0)} entries, {cache.get('bytes', 0) / 2**20:.0f} MiB, "
-                  f"{cache.get('hits', 0)} hits / {cache.get('misses', 0)} misses") if cache \
-            else "-"
         print(f"{m.get('model', '?'):40} {m.get('engine', '?'):9} "
               f"{'yes' if m.get('loaded') else 'no':6} {m.get('context_length', '-'):>8}  "
-              f"{cached}")
+              f"{_cache_line(m.get('prompt_cache') or {})}")
+        batch = m.get("batch")
+        if isinstance(batch, dict):
+            print(f"{'':40} batch: {batch.get('running')} of {batch.get('max')} running")
     return 0
+
+
+def _cache_line(cache: dict[str, float]) -> str:
+    if not cache:
+        return "-"
+    line = (f"{cache.get('entries', 0)} entries, {cache.get('bytes', 0) / 2**20:.0f} MiB, "
+            f"{cache.get('hits', 0)} hits / {cache.get('misses', 0)} misses")
+    if cache.get("disk_entries"):
+        line += (f"; disk {cache.get('disk_entries')} entries, "
+                 f"{cache.get('disk_bytes', 0) / 2**20:.0f} MiB, {cache.get('disk_hits')} hits")
+    return line
 
 
 def serve(settings: Settings) -> int:

@@ -220,3 +220,12 @@ def test_ps_shows_the_running_servers_models_and_requests(
         assert ps(Settings(data_dir=tmp_path, port=port, api_key="wrong")) == 1
     assert ps(Settings(data_dir=tmp_path, port=port)) == 1
     assert "no mlxjan answering" in capsys.readouterr().out
+
+
+def test_ps_cache_line_shows_memory_and_disk() -> None:
+    from mlxjan.runner import _cache_line
+
+    assert _cache_line({}) == "-"
+    line = _cache_line({"entries": 2, "bytes": 3 * 2**20, "hits": 5, "misses": 1,
+                        "disk_entries": 4, "disk_bytes": 8 * 2**20, "disk_hits": 2})
+    assert line == "2 entries, 3 MiB, 5 hits / 1 misses; disk 4 entries, 8 MiB, 2 hits"
