@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from mlxjan.settings import DEFAULT_MODEL
+from tests.e2e.streamed import assemble
 
 pytestmark = pytest.mark.e2e
 M = DEFAULT_MODEL
@@ -112,19 +113,10 @@ def whole_and_streamed(client: openai.OpenAI, prompt: str) -> tuple[Any, Any]:
     whole = (message.content or "", [(c.function.name, c.function.arguments)  # type: ignore[union-attr]
                                      for c in message.tool_calls or []],
              reply.choices[0].finish_reason)
-    text, names, args, finish = "", {}, {}, None
-    for chunk in client.chat.completions.create(model=M, messages=messages, tools=TOOLS,
-                                                temperature=0.0, max_tokens=100,
-                                                stream=True):
-        delta = chunk.choices[0].delta
-        text += delta.content or ""
-        for call in delta.tool_calls or []:
-            if call.function and call.function.name:
-                names[call.index] = call.function.name
-            args[call.index] = args.get(call.index, "") + (
-                call.function.arguments or "" if call.function else "")
-        finish = chunk.choices[0].finish_reason or finish
-    return whole, (text, [(names[i], args[i]) for i in sorted(names)], finish)
+    streamed = assemble(client.chat.completions.create(model=M, messages=messages, tools=TOOLS,
+                                                       temperature=0.0, max_tokens=100,
+                                                       stream=True))
+    return whole, (streamed.text, streamed.calls, streamed.finish)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)

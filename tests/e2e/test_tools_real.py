@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from mlxjan.settings import DEFAULT_MODEL
+from tests.e2e.streamed import assemble
 
 pytestmark = pytest.mark.e2e
 M = DEFAULT_MODEL
@@ -29,22 +30,12 @@ def _calls(client: openai.OpenAI, choice: Any, stream: bool = False) -> list[tup
         assert not message.content
         return [(c.function.name, json.loads(c.function.arguments))  # type: ignore[union-attr]
                 for c in message.tool_calls or []]
-    names: dict[int, str] = {}
-    args: dict[int, str] = {}
-    finish = None
-    for chunk in client.chat.completions.create(
-            model=M, messages=ASK, tools=WEATHER, tool_choice=choice,  # type: ignore[arg-type]
-            temperature=0.0, stream=True):
-        delta = chunk.choices[0].delta
-        assert not delta.content  # no call text leaks into content
-        for call in delta.tool_calls or []:
-            if call.function and call.function.name:
-                names[call.index] = call.function.name
-            args[call.index] = args.get(call.index, "") + (
-                call.function.arguments or "" if call.function else "")
-        finish = chunk.choices[0].finish_reason or finish
-    assert finish == "tool_calls"
-    return [(names[i], json.loads(args[i])) for i in sorted(names)]
+    streamed = assemble(client.chat.completions.create(
+        model=M, messages=ASK, tools=WEATHER, tool_choice=choice,  # type: ignore[arg-type]
+        temperature=0.0, stream=True))
+    assert not streamed.text  # no call text leaks into content
+    assert streamed.finish == "tool_calls"
+    return [(name, json.loads(arguments)) for name, arguments in streamed.calls]
 
 
 @pytest.mark.parametrize("choice", ["required", "auto",
