@@ -11,6 +11,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 from mlxjan.models.catalog import CATALOG
 from mlxjan.models.hf import HfRef, HubConfig, pull_hf
@@ -34,6 +35,18 @@ def gemma_gguf() -> Path:
     manifest = store.get(GEMMA.id)
     assert manifest is not None
     return store.weights_path(manifest)
+
+
+def _serve_and_ask(tmp_path: Path, engine: str, model: str, text: str,
+                   max_tokens: int) -> ChatCompletion:
+    """`mlxjan serve` on the pulled model (data dir `tmp_path/home`), one greedy answer."""
+    with serve_process(tmp_path, "--engine", engine, "--model", model,
+                       env={"MLXJAN_HOME": str(tmp_path / "home")}) as server, \
+            openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0,
+                          timeout=300) as client:
+        return client.chat.completions.create(
+            model=model, max_tokens=max_tokens, temperature=0.0,
+            messages=[{"role": "user", "content": text}])
 
 
 @pytest.fixture
@@ -61,13 +74,7 @@ def test_pulled_gguf_serves_a_chat_completion(gemma_gguf: Path, hub: tuple[HubSt
     assert (manifest.sha256, manifest.size) == (GEMMA.sha256, GEMMA.size)
     assert manifest.architecture == "gemma3" and manifest.chat_template is None
 
-    with serve_process(tmp_path, "--engine", "llamacpp", "--model", manifest.id,
-                       env={"MLXJAN_HOME": str(tmp_path / "home")}) as server, \
-            openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0,
-                          timeout=300) as client:
-        result = client.chat.completions.create(
-            model=manifest.id, max_tokens=20, temperature=0.0,
-            messages=[{"role": "user", "content": "Monday, Tuesday, Wednesday,"}])
+    result = _serve_and_ask(tmp_path, "llamacpp", manifest.id, "Monday, Tuesday, Wednesday,", 20)
     assert "thursday" in (result.choices[0].message.content or "").lower()
 
 
@@ -84,12 +91,6 @@ def test_pulled_mlx_folder_serves_on_the_mlx_engine(default_model_path: Path,
     manifest = pull_hf(store, HfRef("mlx-community/Tiny-Qwen2"), HubConfig(url), progress=False)
     assert manifest.architecture == "qwen2" and manifest.chat_template
 
-    with serve_process(tmp_path, "--engine", "mlx", "--model", manifest.id,
-                       env={"MLXJAN_HOME": str(tmp_path / "home")}) as server, \
-            openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0,
-                          timeout=300) as client:
-        result = client.chat.completions.create(
-            model=manifest.id, max_tokens=5, temperature=0.0,
-            messages=[{"role": "user", "content": "Hello"}])
+    result = _serve_and_ask(tmp_path, "mlx", manifest.id, "Hello", 5)
     assert result.choices[0].finish_reason == "length"
     assert result.usage is not None and result.usage.completion_tokens == 5
