@@ -4,7 +4,9 @@ Written as llama.cpp GBNF, built from JSON Schema with llama.cpp's own schema co
 `llama_cpp.llama_grammar` module, plain Python). A forced tool call is wrapped in the model
 family's native markers (e.g. `<tool_call>...</tool_call>`), so the template's own parser
 and the model's training both still apply. A schema the converter cannot take gives None:
-the caller then decodes unconstrained and logs why.
+the caller then decodes unconstrained and logs why. So does a forced call in a family whose
+calls are not JSON (Qwen3-Coder XML, GLM, pythonic, ...): a JSON grammar would teach the
+model a syntax its parser does not read.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def gbnf_for(constraint: Constraint, fmt: ToolFormat,
     # unknown type, unbalanced pattern) and some malformed ones with AttributeError.
     if isinstance(constraint, TextAnswer):
         return TEXT_ANSWER_GBNF
+    if isinstance(constraint, ForcedToolCall) and not fmt.json_body:
+        log_unconstrained_call(fmt)
+        return None
     schemas = [constraint.schema] if isinstance(constraint, JsonOutput) else list(
         declared.values())
     if any(_has_remote_ref(schema) for schema in schemas):
@@ -46,6 +51,13 @@ def gbnf_for(constraint: Constraint, fmt: ToolFormat,
         log.warning("cannot build a grammar for %s (%s); decoding unconstrained",
                     type(constraint).__name__, exc)
         return None
+
+
+def log_unconstrained_call(fmt: ToolFormat) -> None:
+    # Info, not warning: it is how these families work, logged for every request with tools
+    # (an engine also asks for a grammar to redo a call begun in free text).
+    log.info("%s tool calls are not JSON; no grammar forces them, decoding unconstrained",
+             fmt.name)
 
 
 def _has_remote_ref(schema: object) -> bool:

@@ -3,6 +3,8 @@
 llguidance compiles JSON Schema itself (`%json`), so only the frame around a tool call is
 written here. A tool-call marker that is one token of the vocabulary (Qwen's `<tool_call>`)
 must be matched as that token (`<[id]>`): llguidance never lets special tokens match text.
+A forced call in a family whose calls are not JSON gets no JSON frame (see constraints.py):
+its grammar allows any token, which is decoding unconstrained.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlxjan.chat.constraints import ANY_OBJECT, tool_call_schema
+from mlxjan.chat.constraints import ANY_OBJECT, log_unconstrained_call, tool_call_schema
 from mlxjan.chat.tool_calls import JsonSchema, ToolFormat
 from mlxjan.engine.base import Constraint, JsonOutput, TextAnswer
 
 # As TEXT_ANSWER_GBNF: the first character cannot open a call, JSON, a fence or a tag.
 TEXT_ANSWER_LARK = "start: /[^{\\[`<\\x00-\\x20][\\s\\S]*/\n"
+# Any sequence of tokens, special ones included (`<[*]>` is llguidance's any-token).
+ANY_TOKENS_LARK = "start: <[*]>*\n"
 # The vocabulary's id for a text that is exactly one token, else None.
 TokenLookup = Callable[[str], "int | None"]
 
@@ -28,6 +32,11 @@ def lark_for(constraint: Constraint, fmt: ToolFormat, declared: Mapping[str, Jso
         return f"start: %json {_json(constraint.schema or ANY_OBJECT)}\n"
     if isinstance(constraint, TextAnswer):
         return TEXT_ANSWER_LARK
+    if not fmt.json_body:
+        # The return type stays str for the engines that call this; callers that can skip
+        # the matcher check `fmt.json_body` first.
+        log_unconstrained_call(fmt)
+        return ANY_TOKENS_LARK
     call = _json(tool_call_schema(constraint, fmt, declared))
     parts = []
     if fmt.start:

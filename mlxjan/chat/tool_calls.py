@@ -5,6 +5,8 @@ starts with `[TOOL_CALLS]`, Llama 3.x writes a bare JSON object (optionally afte
 `<|python_tag|>`). Small models often skip the markers and answer with a fenced or bare JSON
 object instead; that is recovered as a call only when it names a declared tool with
 arguments that fit its schema. Anything else stays text: no call is ever invented.
+Families whose calls are not JSON (Qwen3-Coder XML, GLM, pythonic, Gemma, Kimi, ...) are
+read by mlx-lm's parsers, then checked here the same way.
 """
 
 from __future__ import annotations
@@ -16,33 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlxjan.chat.mlx_parsers import run_parser
+from mlxjan.chat.tool_formats import HERMES as HERMES
+from mlxjan.chat.tool_formats import JSON_ONLY as JSON_ONLY
+from mlxjan.chat.tool_formats import LLAMA3 as LLAMA3
+from mlxjan.chat.tool_formats import MISTRAL as MISTRAL
+from mlxjan.chat.tool_formats import ToolFormat as ToolFormat
+from mlxjan.chat.tool_formats import detect_format as detect_format
+
 JsonSchema = Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class ToolFormat:
-    name: str
-    start: str | None  # the marker that opens a call, if the family has one
-    end: str | None  # the marker that closes it; None: the call runs to the end
-    args_key: str = "arguments"
-
-
-HERMES = ToolFormat("hermes", "<tool_call>", "</tool_call>")
-MISTRAL = ToolFormat("mistral", "[TOOL_CALLS]", None)
-LLAMA3 = ToolFormat("llama3", "<|python_tag|>", None, args_key="parameters")
-JSON_ONLY = ToolFormat("json", None, None)
-
-
-def detect_format(chat_template: str | None) -> ToolFormat:
-    """The tool-call convention a model's chat template teaches it."""
-    template = chat_template or ""
-    if "<tool_call>" in template:
-        return HERMES
-    if "[TOOL_CALLS]" in template:
-        return MISTRAL
-    if "<|python_tag|>" in template or "ipython" in template:
-        return LLAMA3
-    return JSON_ONLY
 
 
 @dataclass(frozen=True)
@@ -77,6 +61,21 @@ def parse_calls(body: str, declared: Mapping[str, JsonSchema]) -> list[ParsedCal
         flat.extend(value if isinstance(value, list) else [value])
     calls = [_call_from(obj, declared) for obj in flat]
     if not calls or any(c is None for c in calls):
+        return None
+    return [c for c in calls if c is not None]
+
+
+def parse_body(body: str, fmt: ToolFormat,
+               declared: Mapping[str, JsonSchema]) -> list[ParsedCall] | None:
+    """Every call in the text between a family's markers, or None unless all of it is valid
+    calls to declared tools."""
+    if fmt.parser is None:
+        return parse_calls(body, declared)
+    found = run_parser(fmt.parser, body, declared)
+    if not found:
+        return None
+    calls = [_call_from(obj, declared) for obj in found]
+    if any(c is None for c in calls):
         return None
     return [c for c in calls if c is not None]
 
@@ -171,7 +170,10 @@ def call_attempt(text: str, fmt: ToolFormat) -> bool | None:
     A call attempt is a JSON object whose first key is "name", right at the start, bare,
     after an opening ```json fence, or after the family's own marker. These are exactly the
     starts ToolCallSplitter holds back, so an engine may still regenerate the answer.
+    Never for a family whose calls are not JSON: no grammar can redo those.
     """
+    if not fmt.json_body:
+        return False
     head = text.lstrip()
     if not head:
         return None

@@ -2,8 +2,10 @@
 
 Text is passed on as soon as it cannot be the start of a call. A call is held until it is
 complete, then sent as its id and name followed by its arguments, or, if it does not parse as
-a call to a declared tool, sent as the text it was. With `max_calls`, the answer ends at that
-many calls: later calls and text are dropped, and `full` tells the decode loop to stop.
+a call to a declared tool, sent as the text it was. Every family works this way, through its
+format's start and end markers (a family without an end marker runs to the end of the answer).
+With `max_calls`, the answer ends at that many calls: later calls and text are dropped, and
+`full` tells the decode loop to stop.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from mlxjan.chat.tool_calls import (
     ToolFormat,
     declared_tools,
     new_call_id,
-    parse_calls,
+    parse_body,
     recover_calls,
 )
 from mlxjan.engine.base import GenerationRequest, TextDelta, ToolCall, ToolCallDelta
@@ -76,7 +78,7 @@ class ToolCallSplitter:
         if self.full:
             return out
         if self._mode == "call":
-            calls = parse_calls(body, self._declared)
+            calls = parse_body(body, self._fmt, self._declared)
             return out + (self._emit(calls) if calls else _text((self._fmt.start or "") + body))
         if self._mode == "json":
             calls = recover_calls(body, self._declared)
@@ -139,7 +141,7 @@ class ToolCallSplitter:
             return []
         body, self._buf = self._buf[:at], self._buf[at + len(end):]
         self._mode = "text"
-        calls = parse_calls(body, self._declared)
+        calls = parse_body(body, self._fmt, self._declared)
         if calls is None:
             return _text(f"{self._fmt.start}{body}{end}")
         return self._emit(calls)

@@ -10,6 +10,7 @@ import pytest
 
 from mlxjan.chat.constraints import ANY_OBJECT, apply_tool_choice, gbnf_for, tool_call_schema
 from mlxjan.chat.tool_calls import HERMES, JSON_ONLY, LLAMA3, MISTRAL, declared_tools
+from mlxjan.chat.tool_formats import FORMATS, ToolFormat
 from mlxjan.engine.base import ForcedToolCall, JsonOutput, TextAnswer
 from mlxjan.errors import InvalidRequestError
 
@@ -113,6 +114,22 @@ def test_forced_call_for_mistral_starts_with_its_marker() -> None:
     grammar = gbnf_for(ForcedToolCall(None), MISTRAL, DECLARED)
     assert grammar is not None
     assert rules(grammar)["root"] == '"[TOOL_CALLS]" call ""'
+
+
+NOT_JSON = [fmt for fmt in FORMATS.values() if not fmt.json_body]
+
+
+@pytest.mark.parametrize("fmt", NOT_JSON, ids=[fmt.name for fmt in NOT_JSON])
+def test_no_json_grammar_for_calls_that_are_not_json(
+        fmt: ToolFormat, caplog: pytest.LogCaptureFixture) -> None:
+    # A JSON call inside `<tool_call>` would not parse as Qwen3-Coder's XML (nor GLM's, ...).
+    with caplog.at_level(logging.INFO, logger="mlxjan.chat.constraints"):
+        for name in (None, "get_weather"):
+            assert gbnf_for(ForcedToolCall(name), fmt, DECLARED) is None
+    assert "decoding unconstrained" in caplog.text
+    # Answers in words and JSON answers do not depend on the call syntax.
+    assert gbnf_for(TextAnswer(), fmt, DECLARED) == gbnf_for(TextAnswer(), HERMES, DECLARED)
+    assert gbnf_for(JsonOutput(None), fmt, {}) == gbnf_for(JsonOutput(None), HERMES, {})
 
 
 # --- tool_call_schema ------------------------------------------------------------------------
