@@ -142,7 +142,8 @@ def test_errors_in_openai_shape(target: Target) -> None:
 def test_anthropic_stream(target: Target) -> None:
     with anthropic.Anthropic(base_url=target.url, api_key="none", max_retries=0) as claude, \
             claude.messages.stream(model=target.model, max_tokens=6, messages=[
-                {"role": "user", "content": "Name a colour."}]) as stream:
+                {"role": "user", "content": "Count from one to fifty in words."}],
+                extra_body={"temperature": 0.0}) as stream:
         events = list(stream)
         final = stream.get_final_message()
     assert events[0].type == "message_start"
