@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxjan.chat.guidance import lark_for
+from mlxjan.chat.mlx_parsers import load_parser
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.chat.tool_calls import (
     JsonSchema,
@@ -47,6 +48,7 @@ class _Loaded:
     tokenizer: Any  # mlx-lm's TokenizerWrapper around a Hugging Face tokenizer
     template: ChatTemplate
     template_source: str | None
+    tool_format: ToolFormat
     vocab: Vocab
     batch: Batch
     guide: Guide | None = None  # built on the first constrained request
@@ -104,7 +106,7 @@ class MlxEngine:
         vocab = Vocab(token_pieces(tokenizer._tokenizer), frozenset(tokenizer.eos_token_ids))
         self._loaded = _Loaded(
             runner=runner, tokenizer=tokenizer, vocab=vocab,
-            template_source=source,
+            template_source=source, tool_format=_tool_format(source, hf),
             template=ChatTemplate(source, bos_token=hf.bos_token or "",
                                   eos_token=hf.eos_token or ""),
             batch=Batch(runner, vocab, self._cache, self.max_batch),
@@ -158,7 +160,7 @@ class MlxEngine:
             room = self.context_length - len(prompt)
             if room < 1:
                 raise ContextLengthExceededError(len(prompt), self.context_length)
-            fmt = detect_format(loaded.template_source)
+            fmt = loaded.tool_format
             declared = declared_tools(request.tools)
             matcher = (self._matcher(loaded, request.constraint, fmt, declared)
                        if request.constraint is not None else None)
@@ -178,7 +180,8 @@ class MlxEngine:
     def _restart(self, loaded: _Loaded, request: GenerationRequest, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> MlxRestart | None:
         """As on llama.cpp: a call begun in free text is redone greedily under a grammar."""
-        if not declared or request.constraint is not None or not self.tool_grammar:
+        if not declared or request.constraint is not None or not self.tool_grammar \
+                or not fmt.json_body:
             return None
         if self._matcher(loaded, ForcedToolCall(), fmt, declared) is None:
             return None
@@ -189,8 +192,21 @@ class MlxEngine:
     @staticmethod
     def _matcher(loaded: _Loaded, constraint: Constraint, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> Any | None:
+        if isinstance(constraint, ForcedToolCall) and not fmt.json_body:
+            log.info("%s tool calls are not JSON; no grammar forces them, decoding "
+                     "unconstrained", fmt.name)
+            return None
         guide = loaded.guidance()
         return guide.matcher(lark_for(constraint, fmt, declared, guide.single_token))
+
+
+def _tool_format(template: str | None, hf_tokenizer: Any) -> ToolFormat:
+    """The model's tool-call family, from its template or vocabulary; a family parsed by
+    mlx-lm has its parser imported now, not in the middle of an answer."""
+    fmt = detect_format(template, vocab=hf_tokenizer.get_vocab())
+    if fmt.parser is not None:
+        load_parser(fmt.parser)
+    return fmt
 
 
 def _state_params() -> dict[str, str | int | float | bool]:
