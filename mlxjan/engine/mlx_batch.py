@@ -137,15 +137,14 @@ class Batch:
             self._done(answer)
             return
         piece = self.vocab.piece(token)
-        text = answer.text + piece.decode("utf-8", errors="ignore")
-        if answer.restart is not None:
-            decision = answer.restart.check(text)
+        if answer.restart is not None:  # the answer's text matters only until decided
+            answer.text += piece.decode("utf-8", errors="ignore")
+            decision = answer.restart.check(answer.text)
             if decision:
                 self._redo_under_grammar(answer)
                 return
             if decision is False:
                 answer.restart = None
-        answer.text = text
         sampling = answer.sampling
         logprob = token_logprob(token, logprobs, sampling.top_logprobs, self.vocab) \
             if sampling.logprobs else None
