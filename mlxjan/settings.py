@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     # They live in `prompt_cache_dir`, default `<data dir>/cache`, one folder per model file.
     prompt_cache_disk_bytes: int = Field(default=4 * 1024**3, ge=0)
     prompt_cache_dir: Path | None = None
-    # Answers the MLX engine decodes together in one batch; more wait for a free slot.
+    # Answers an engine decodes together in one batch (llama.cpp: at most 4, each holding a
+    # whole context); more wait for a free slot.
     max_batch_size: int = Field(default=8, ge=1, le=256)
     # Requests held at once, running or waiting; more are refused (503 / Anthropic 529).
     max_pending_requests: int = Field(default=32, ge=1, le=10_000)

@@ -1,85 +1,100 @@
-"""The token loop on a loaded llama.cpp model: cache reuse, chunked prefill, sampling.
+"""llama.cpp pieces for the batch (llamacpp_batch.py): loading a model into a context with
+one KV sequence per batch slot, the sampler chain, logprobs and KV snapshots.
 
-Written against llama-cpp-python's low-level pieces instead of `Llama.generate`, for three
-things that needs: a prefill that stops between chunks when the client has left, a sampler
-chain this server builds (grammar included), and restarting an answer under a grammar when
-the model begins a tool call in free text.
+Written against llama-cpp-python's low-level API instead of `Llama`: that class runs one
+sequence, while continuous batching needs several sequences in one context, each with its
+own sampler chain (grammar and seed included).
 """
 
 from __future__ import annotations
 
 import ctypes
-import threading
-from collections.abc import Callable, Iterator
+import multiprocessing
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlxjan.engine.base import SamplingParams, TokenLogprob
-from mlxjan.engine.generation import SampledToken
 from mlxjan.engine.prompt_cache import StateCodec
 from mlxjan.errors import EngineError
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
-    from llama_cpp._internals import LlamaSampler
+    from llama_cpp._internals import LlamaContext, LlamaModel, LlamaSampler
     from llama_cpp.llama_grammar import LlamaGrammar
 
 # From the answer so far: True to restart it constrained, False never, None not yet.
 AttemptCheck = Callable[[str], "bool | None"]
+# Prompt tokens evaluated per step, and the grid prompt chunks are cut on: a prefill always
+# ends its chunks on multiples of it, so a prompt's last chunk (and with it the logits) is
+# the same whatever prefix was cached, and seeded sampling gives the same text warm or cold.
+CHUNK = 512
+PENALTY_LAST_N = 64  # llama-cpp-python's default window for the repetition penalties
 
 
-def reuse_prefix(llm: Llama, prompt: list[int], *, batch_aligned: bool) -> int:
-    """Trim the KV cache to the longest prefix shared with `prompt`; return its length.
+@dataclass
+class Runtime:
+    """A loaded model and its context: one KV sequence (of `context_length` tokens) per
+    batch slot."""
 
-    The last prompt token is always evaluated again, for fresh logits. With
-    `batch_aligned` the kept prefix ends on a multiple of n_batch, so the final prompt batch
-    (and with it the logits) is the same as in a cold run: seeded sampling then gives the
-    same text whatever was cached.
+    model: LlamaModel
+    ctx: LlamaContext
+    slots: int
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        tokens: list[int] = self.model.tokenize(text.encode("utf-8"), add_bos, True)
+        return tokens
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        piece: bytes = self.model.detokenize([token], special=special)
+        return piece
+
+    def close(self) -> None:
+        self.ctx.close()
+        self.model.close()
+
+
+def context_params(context_length: int, threads: int | None, slots: int) -> dict[str, Any]:
+    """What the context is made with (and what a saved KV state is only valid under).
+
+    Each slot gets the whole `context_length` (llama-server -np N splits its -c instead), in
+    its own KV stream (kv_unified off: attention reads only that sequence's cells). Flash
+    attention is what llama-server turns on by default; without it a cold 2,000-token
+    prefill took about twice as long on CPU.
     """
-    keep = 0
-    for a, b in zip(llm._input_ids[: llm.n_tokens], prompt[:-1], strict=False):
-        if a != b:
-            break
-        keep += 1
-    if batch_aligned:
-        keep = keep // llm.n_batch * llm.n_batch
-    if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
-        keep = 0  # a cache that cannot be trimmed: start over
-        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-    llm.n_tokens = keep
-    return keep
+    cores = multiprocessing.cpu_count()
+    return {"n_ctx": context_length * slots, "n_seq_max": slots, "kv_unified": False,
+            "n_batch": 4 * CHUNK, "n_ubatch": CHUNK, "flash_attn": True,
+            "n_threads": threads or max(cores // 2, 1), "n_threads_batch": threads or cores}
 
 
-def prefill(llm: Llama, tokens: list[int], cancelled: threading.Event) -> bool:
-    """Evaluate `tokens` one batch at a time; False if cancelled in between.
+def load(weights: Path, context_length: int, threads: int | None, slots: int) -> Runtime:
+    import llama_cpp
+    from llama_cpp._internals import LlamaContext, LlamaModel
+    from llama_cpp._logger import set_verbose
 
-    Only the last token's logits are computed: `Llama.eval` would also compute them for
-    the last token of every batch, and nothing reads those.
-    """
-    for start in range(0, len(tokens), llm.n_batch):
-        if cancelled.is_set():
-            return False
-        chunk = tokens[start:start + llm.n_batch]
-        _decode_prompt(llm, chunk, logits=start + len(chunk) == len(tokens))
-    return True
-
-
-def _decode_prompt(llm: Llama, tokens: list[int], *, logits: bool) -> None:
-    if logits:
-        _decode(llm, tokens)
-        return
-    n_past = llm.n_tokens
-    llm._ctx.kv_cache_seq_rm(-1, n_past, -1)  # as Llama.eval does: nothing stale after
-    llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=False)
-    llm._batch.batch.logits[len(tokens) - 1] = False
+    set_verbose(False)  # llama.cpp's own log: errors only (as `Llama(verbose=False)` sets)
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_context_default_params()
+    for key, value in context_params(context_length, threads, slots).items():
+        if key == "flash_attn":
+            params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if value
+                                      else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        else:
+            setattr(params, key, value)
     try:
-        llm._ctx.decode(llm._batch)
-    except RuntimeError as exc:
-        raise EngineError(f"llama.cpp failed to evaluate tokens: {exc}") from exc
-    llm.input_ids[n_past:n_past + len(tokens)] = tokens
-    llm.n_tokens = n_past + len(tokens)
+        model = LlamaModel(path_model=str(weights),
+                           params=llama_cpp.llama_model_default_params(), verbose=False)
+        try:
+            ctx = LlamaContext(model=model, params=params, verbose=False)
+        except ValueError:
+            model.close()
+            raise
+    except ValueError as exc:
+        raise EngineError(f"failed to load {weights.name}: {exc}") from exc
+    return Runtime(model, ctx, slots)
 
 
 @dataclass(frozen=True)
@@ -91,54 +106,19 @@ class Restart:
     sampling: SamplingParams
 
 
-def sample(llm: Llama, prompt: list[int], sampling: SamplingParams,
-           grammar: LlamaGrammar | None = None,
-           restart: Restart | None = None) -> Iterator[SampledToken]:
-    """Sample after the prompt until end of generation (the caller stops it otherwise).
-
-    With `restart`, its check sees the answer as it grows; when it says True, everything
-    sampled is dropped and the answer starts again under its grammar (once).
-    """
-    import llama_cpp
-
-    vocab = llm._model.vocab
-    sampler = build_sampler(llm, sampling, grammar)
-    text = ""
-    while True:
-        token = sampler.sample(llm._ctx, -1)
-        if llama_cpp.llama_vocab_is_eog(vocab, token):
-            yield SampledToken(b"", end_of_generation=True)
-            return
-        piece = llm.detokenize([token])
-        if restart is not None:
-            decision = restart.check(text + piece.decode("utf-8", errors="ignore"))
-            if decision:
-                # The model began a tool call in free text: answer again, constrained.
-                _rewind_to_prompt(llm, prompt)
-                sampling = restart.sampling
-                sampler, restart, text = build_sampler(llm, sampling, restart.grammar), None, ""
-                yield SampledToken(b"", restart=True)
-                continue
-            if decision is False:
-                restart = None
-        text += piece.decode("utf-8", errors="ignore")
-        logprob = _logprob(llm, token, sampling.top_logprobs) if sampling.logprobs else None
-        yield SampledToken(piece, logprob=logprob)
-        _decode(llm, [token])
-
-
-def build_sampler(llm: Llama, sampling: SamplingParams,
-                  grammar: LlamaGrammar | None) -> LlamaSampler:
-    """The same chain as llama-cpp-python builds, with an optional grammar."""
+def build_sampler(model: LlamaModel, sampling: SamplingParams,
+                  grammar: LlamaGrammar | None, seed: int) -> LlamaSampler:
+    """The same chain as llama-cpp-python builds, with an optional grammar and this
+    answer's own seed (so a seeded answer does not depend on what else is in the batch)."""
     from llama_cpp._internals import LlamaSampler
 
     chain = LlamaSampler()
-    chain.add_penalties(n_vocab=llm.n_vocab(), penalty_last_n=llm.last_n_tokens_size,
+    chain.add_penalties(n_vocab=model.n_vocab(), penalty_last_n=PENALTY_LAST_N,
                         penalty_repeat=sampling.repetition_penalty,
                         penalty_freq=sampling.frequency_penalty,
                         penalty_present=sampling.presence_penalty)
     if grammar is not None:
-        chain.add_grammar(llm._model, grammar)
+        chain.add_grammar(model, grammar)
     if sampling.temperature <= 0:
         chain.add_greedy()
         return chain
@@ -146,35 +126,23 @@ def build_sampler(llm: Llama, sampling: SamplingParams,
     chain.add_top_p(sampling.top_p, 1)
     chain.add_min_p(sampling.min_p, 1)
     chain.add_temp(sampling.temperature)
-    chain.add_dist(llm._seed)
+    chain.add_dist(seed)
     return chain
 
 
-def _rewind_to_prompt(llm: Llama, prompt: list[int]) -> None:
-    """Drop what was generated and evaluate the last prompt token again, for its logits."""
-    llm._ctx.kv_cache_seq_rm(-1, len(prompt) - 1, -1)
-    llm.n_tokens = len(prompt) - 1
-    _decode(llm, prompt[-1:])
-
-
-def _decode(llm: Llama, tokens: list[int]) -> None:
-    try:
-        llm.eval(tokens)
-    except RuntimeError as exc:  # llama_decode failures surface as RuntimeError
-        raise EngineError(f"llama.cpp failed to evaluate tokens: {exc}") from exc
-
-
-def _logprob(llm: Llama, token: int, top: int) -> TokenLogprob:
+def token_logprob(runtime: Runtime, index: int, token: int, top: int) -> TokenLogprob:
+    """The sampled token's log-probability from the logits at batch `index`, and the `top`
+    most likely alternatives."""
     import llama_cpp
 
-    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    ptr = llama_cpp.llama_get_logits_ith(runtime.ctx.ctx, index)
     logits: np.ndarray[Any, np.dtype[np.float32]] = np.ctypeslib.as_array(
-        ptr, shape=(llm.n_vocab(),))
+        ptr, shape=(runtime.model.n_vocab(),))
     shifted = logits - logits.max()
     logsum = float(np.log(np.exp(shifted).sum()))
 
     def entry(tok: int) -> tuple[str, float, tuple[int, ...]]:
-        raw = llm.detokenize([tok])
+        raw = runtime.piece(tok)
         return raw.decode("utf-8", errors="replace"), float(shifted[tok]) - logsum, tuple(raw)
 
     text, value, raw = entry(token)
@@ -183,17 +151,7 @@ def _logprob(llm: Llama, token: int, top: int) -> TokenLogprob:
     return TokenLogprob(text, value, raw, tuple(entry(t) for t in ranked))
 
 
-def context_params(context_length: int, threads: int | None) -> dict[str, Any]:
-    """Keyword arguments for `llama_cpp.Llama`: the context this engine runs.
-
-    Flash attention is what llama-server turns on by default ("auto") and llama-cpp-python
-    leaves off: without it a cold 2,000-token prefill took about twice as long on CPU.
-    """
-    return {"n_ctx": context_length, "n_threads": threads, "n_threads_batch": threads,
-            "flash_attn": True, "verbose": False}
-
-
-# Snapshots of the live KV cache, for the prompt cache (engine/prompt_cache.py).
+# Snapshots of one sequence's KV cache, for the prompt cache (engine/prompt_cache.py).
 KvState = Any  # a ctypes byte array holding one sequence's state
 
 
@@ -208,24 +166,22 @@ def _decode_state(data: bytearray) -> KvState:
 KV_CODEC: StateCodec[KvState] = StateCodec(_encode, _decode_state)
 
 
-def snapshot(llm: Llama) -> tuple[KvState, int]:
-    """Copy the live cache (sequence 0) out of llama.cpp."""
+def snapshot(runtime: Runtime, seq: int) -> tuple[KvState, int]:
+    """Copy sequence `seq`'s cache out of llama.cpp."""
     import llama_cpp
 
-    size = llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, 0)
+    size = llama_cpp.llama_state_seq_get_size(runtime.ctx.ctx, seq)
     buffer = (ctypes.c_uint8 * size)()
-    written = llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, buffer, size, 0)
+    written = llama_cpp.llama_state_seq_get_data(runtime.ctx.ctx, buffer, size, seq)
     return buffer, int(written)
 
 
-def restore(llm: Llama, state: KvState, size: int, tokens: tuple[int, ...]) -> bool:
-    """Replace the live cache with a snapshot of `tokens`; False (cache empty) on failure."""
+def restore(runtime: Runtime, seq: int, state: KvState, size: int) -> bool:
+    """Replace sequence `seq`'s cache with a snapshot; False (sequence empty) on failure."""
     import llama_cpp
 
-    llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-    if not llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, state, size, 0):
-        llm.n_tokens = 0
-        return False
-    llm.input_ids[: len(tokens)] = tokens
-    llm.n_tokens = len(tokens)
-    return True
+    runtime.ctx.kv_cache_seq_rm(seq, 0, -1)
+    if llama_cpp.llama_state_seq_set_data(runtime.ctx.ctx, state, size, seq):
+        return True
+    runtime.ctx.kv_cache_seq_rm(seq, 0, -1)
+    return False

@@ -71,6 +71,7 @@ class EngineManager:
             tool_grammar=self._settings.tool_grammar,
             prompt_cache_bytes=self._settings.prompt_cache_bytes,
             disk_cache=self.disk_cache_for(manifest),
+            max_batch=self._settings.max_batch_size,
         )
 
     def _build_mlx(self, manifest: Manifest) -> Engine:

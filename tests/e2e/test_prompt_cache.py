@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ from tests.e2e.conftest import serve_process
 
 pytestmark = pytest.mark.e2e
 log = logging.getLogger(__name__)
-SYSTEM_A = "You are a ship's navigator. " + "The sea is calm and the stars are bright. " * 80
-SYSTEM_B = "You are a mountain guide. " + "The trail is steep and the air is thin. " * 80
+# A fresh opening per run: the session's server persists its cache in the user's data dir,
+# so a previous run's A and B would otherwise be found on disk and B would not start cold.
+RUN = f"[run {uuid.uuid4().hex[:8]}] "
+SYSTEM_A = RUN + "You are a ship's navigator. " + "The sea is calm and the stars are bright. " * 80
+SYSTEM_B = RUN + "You are a mountain guide. " + "The trail is steep and the air is thin. " * 80
 
 
 def _cached(client: openai.OpenAI, system: str, question: str) -> tuple[int, int]:
@@ -36,7 +40,7 @@ def test_interleaved_conversations_each_find_their_prefix(client: openai.OpenAI)
     _, turn_two = _cached(client, SYSTEM_A, "Which way is north?")
     assert turn_two > prompt_a - 20  # all but the new question
     prompt_b, cold_b = _cached(client, SYSTEM_B, "Where are we?")
-    assert cold_b < 20  # B shares only the template's first tokens with A
+    assert cold_b < 20  # B shares only the template's first tokens (and the run tag) with A
     _, back_to_a = _cached(client, SYSTEM_A, "How far to port?")
     assert back_to_a > prompt_a - 20  # A's prefix came back from the snapshot
     _, back_to_b = _cached(client, SYSTEM_B, "How high is the summit?")

@@ -1,0 +1,82 @@
+"""The llama.cpp batch's scheduling, without a model: which slot a prompt takes, and how
+each step's batch is cut (prompt chunks on a fixed grid, decoding answers every step)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+
+from mlxjan.engine.base import SamplingParams
+from mlxjan.engine.generation import Decoder
+from mlxjan.engine.llamacpp_batch import Answer, Batch, Slot
+from mlxjan.engine.llamacpp_decode import CHUNK, Runtime
+from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.worker import Sink
+
+
+def _answer(prompt: list[int], pending: list[int]) -> Answer:
+    sink = cast(Sink, SimpleNamespace(cancelled=threading.Event(), close=lambda: None))
+    return Answer(prompt, SamplingParams(), None, None, sink, pending=pending)
+
+
+@pytest.fixture
+def batch() -> Iterator[Batch]:
+    def no_decoder(answer: Answer, cached: int) -> Decoder:
+        raise AssertionError("not admitted in these tests")
+
+    made = Batch(cast(Runtime, SimpleNamespace(slots=3)), PromptCache(0), no_decoder)
+    yield made
+    made.close()
+
+
+def _busy(slot: Slot, held: int, pending: int, used: int, generated: int = 0) -> None:
+    slot.tokens = list(range(held))
+    slot.answer = _answer(list(range(held + pending - generated)), list(range(pending)))
+    slot.used = used
+
+
+def test_prompt_chunks_end_on_the_grid_each_in_its_own_decode(batch: Batch) -> None:
+    decoding, first, second = batch.slots
+    _busy(decoding, 40, 1, used=1, generated=1)
+    _busy(first, 100, 2000, used=2)  # cached 100: its first chunk runs to CHUNK
+    _busy(second, 0, 30, used=3)
+    assert batch._plan() == [[(decoding, 1, True)], [(first, CHUNK - 100, False)],
+                             [(second, 30, True)]]
+
+
+def test_one_prompt_chunk_per_step_when_it_fills_the_step(batch: Batch) -> None:
+    first, second, _ = batch.slots
+    _busy(first, 0, 3 * CHUNK, used=1)
+    _busy(second, 0, 10, used=2)
+    assert batch._plan() == [[(first, CHUNK, False)]]
+
+
+def test_a_prompt_s_last_token_is_not_mixed_with_decoding_answers(batch: Batch) -> None:
+    decoding, prompt, _ = batch.slots
+    _busy(decoding, 40, 1, used=1, generated=1)
+    _busy(prompt, CHUNK, 1, used=2)
+    assert batch._plan() == [[(decoding, 1, True)], [(prompt, 1, True)]]
+
+
+def test_a_prompt_takes_the_slot_with_its_prefix_else_the_least_recently_used(
+        batch: Batch) -> None:
+    a, b, c = batch.slots
+    a.tokens, a.used = list(range(100)), 3
+    b.tokens, b.used = [7] * 100, 1
+    c.tokens, c.used = [8] * 100, 2
+    assert batch._pick([*range(90), 5]) == (a, 90)
+    assert batch._pick([9] * 50) == (b, 0)  # shares nothing: the oldest slot goes
+
+
+def test_a_long_unrelated_prefix_is_kept_while_a_cheaper_slot_is_free(batch: Batch) -> None:
+    long, short, empty = batch.slots
+    long.tokens, long.used = [1] * 20 + [2] * 1000, 1  # a template opening, then its own
+    short.tokens, short.used = [1] * 20 + [3] * 10, 2
+    empty.used = 3
+    assert batch._pick([1] * 20 + [4] * 50) == (short, 20)  # reuses the opening cheaply
+    short.answer = _answer([0], [0])
+    assert batch._pick([1] * 20 + [4] * 50) == (empty, 0)
