@@ -1,7 +1,8 @@
 """Admission: how many requests the server holds at once, running or waiting.
 
-Each engine runs one generation at a time on its thread and queues the rest; this bound keeps
-that queue from growing without limit. Beyond it a request is refused at once with a typed
+Each engine decodes a bounded batch of answers on its thread (MLX up to max_batch_size,
+llama.cpp up to 4 slots) and queues the rest; this bound keeps that queue from growing
+without limit. Beyond it a request is refused at once with a typed
 "overloaded" error (503 with Retry-After for OpenAI, 529 for Anthropic), never left hanging.
 """
 
