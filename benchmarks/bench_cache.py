@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_tools import peer_args, server
+from benchmarks.bench_tools import cache_peers, peer_args, server
 from mlxjan.settings import DEFAULT_MODEL
 
 SYSTEM_A = "You are a ship's navigator. " + "The sea is calm and the stars are bright. " * 220
@@ -86,17 +86,7 @@ def restart(cmd: list[str]) -> dict[str, float]:
 
 def main() -> int:
     args, gguf = peer_args()
-    threads = str(args.threads)
-    peers = [
-        ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
-                    "--context-length", "8192", "--log-level", "warning"]),
-        ("llama_cpp.server", [sys.executable, "-m", "llama_cpp.server", "--model", gguf,
-                              "--n_ctx", "8192", "--n_threads", threads,
-                              "--model_alias", DEFAULT_MODEL]),
-    ]
-    if args.llama_server:
-        peers.append(("llama-server -np 4", [str(args.llama_server), "-m", gguf, "-np", "4",
-                                             "-c", "32768", "-t", threads, "--jinja"]))
+    peers = cache_peers(args, gguf)
     print(f"{'server':20} {'cold s':>8} {'turn 2':>14} {'A-B-A':>14} {'restart':>22}")
     for name, cmd in peers:
         r, r2 = fresh(cmd), restart(cmd)

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_tools import peer_args, server
+from benchmarks.bench_tools import cache_peers, peer_args, server
 from mlxjan.settings import DEFAULT_MODEL
 
 STREAMS = 4
@@ -63,19 +63,8 @@ def streams(url: str, count: int, base: int) -> tuple[float, float]:
 
 def main() -> int:
     args, gguf = peer_args()
-    threads = str(args.threads)
-    peers = [
-        ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
-                    "--context-length", "8192", "--log-level", "warning"]),
-        ("llama_cpp.server", [sys.executable, "-m", "llama_cpp.server", "--model", gguf,
-                              "--n_ctx", "8192", "--n_threads", threads,
-                              "--model_alias", DEFAULT_MODEL,
-                              # by default a new request cuts off the one streaming
-                              "--interrupt_requests", "false"]),
-    ]
-    if args.llama_server:
-        peers.append(("llama-server -np 4", [str(args.llama_server), "-m", gguf, "-np", "4",
-                                             "-c", "32768", "-t", threads, "--jinja"]))
+    # llama_cpp.server by default cuts off the answer streaming when a new request comes.
+    peers = cache_peers(args, gguf, "--interrupt_requests", "false")
     one: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in peers}
     four: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in peers}
     with ExitStack() as stack:

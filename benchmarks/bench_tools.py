@@ -131,6 +131,23 @@ def peer_args() -> tuple[argparse.Namespace, str]:
     return args, str(store.weights_path(manifest))
 
 
+def cache_peers(args: argparse.Namespace, gguf: str, *llama_cpp_flags: str
+                ) -> list[tuple[str, list[str]]]:
+    """mlxjan and its peers at an 8k context (llama-server: 4 slots sharing 32k), by name."""
+    threads = str(args.threads)
+    peers = [
+        ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
+                    "--context-length", "8192", "--log-level", "warning"]),
+        ("llama_cpp.server", [sys.executable, "-m", "llama_cpp.server", "--model", gguf,
+                              "--n_ctx", "8192", "--n_threads", threads,
+                              "--model_alias", DEFAULT_MODEL, *llama_cpp_flags]),
+    ]
+    if args.llama_server:
+        peers.append(("llama-server -np 4", [str(args.llama_server), "-m", gguf, "-np", "4",
+                                             "-c", "32768", "-t", threads, "--jinja"]))
+    return peers
+
+
 def main() -> int:
     args, gguf = peer_args()
     threads = str(args.threads)
