@@ -15,6 +15,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
+from mlxjan.chat.repeat_guard import RepeatGuard
 from mlxjan.engine.base import (
     Engine,
     Event,
@@ -47,7 +48,8 @@ async def open_stream(engine: Engine, request: GenerationRequest, timeout: float
     """Admit the request, start it, and wait until the engine has accepted the prompt."""
     ticket = admission.enter() if admission is not None else None
     began = time.perf_counter()
-    events = _with_deadline(engine.stream(request), timeout)
+    # Every API gets the same answer-in-words fallback for repeated tool calls.
+    events = _with_deadline(RepeatGuard(engine).stream(request), timeout)
     try:
         first = await anext(events, None)
         if not isinstance(first, Started):

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
-from mlxjan.chat.repeat_guard import RepeatGuard
 from mlxjan.engine.base import Finished
 from mlxjan.engine.manager import EngineManager
 from mlxjan.errors import MlxjanError
@@ -40,9 +39,8 @@ class MessagesServing:
         request = convert.to_generation_request(body, model_id,
                                                 self._settings.sampling_defaults())
         engine = await self._manager.get(model_id)
-        opened = await open_stream(RepeatGuard(engine), request,
-                                  self._settings.request_timeout,
-                                  self._manager.admission)
+        opened = await open_stream(engine, request, self._settings.request_timeout,
+                                   self._manager.admission)
         message_id = f"msg_{uuid.uuid4().hex}"
         if body.stream:
             return StreamingResponse(

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
-from mlxjan.chat.repeat_guard import RepeatGuard
 from mlxjan.engine.base import Finished
 from mlxjan.engine.manager import EngineManager
 from mlxjan.errors import MlxjanError
@@ -33,9 +32,8 @@ class ChatServing:
     async def create(self, body: s.ChatCompletionRequest) -> Response:
         request = convert.to_generation_request(body, self._settings.sampling_defaults())
         engine = await self._manager.get(body.model)
-        opened = await open_stream(RepeatGuard(engine), request,
-                                  self._settings.request_timeout,
-                                  self._manager.admission)
+        opened = await open_stream(engine, request, self._settings.request_timeout,
+                                   self._manager.admission)
         ids = convert.CompletionIds(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()),
                                     body.model)
         if body.stream:
