@@ -333,27 +333,29 @@ def test_anthropic_tool_choice_naming_an_undeclared_tool_is_400(server: Server) 
     assert "get_stock" in exc.value.message
 
 
+def _claude_after_tool_result(server: Server, first: Any, stream: bool) -> tuple[Any, Any]:
+    """Send back the first answer's tool_use with a result; its block and the next answer."""
+    use = first.content[0]
+    assert use.type == "tool_use"
+    messages: list[Any] = [
+        *ASK, {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": "18C, sunny"}]}]
+    if not stream:
+        return use, server.claude.messages.create(model=MODEL, max_tokens=100,
+                                                  messages=messages, tools=CLAUDE_TOOLS)
+    with server.claude.messages.stream(model=MODEL, max_tokens=100, messages=messages,
+                                       tools=CLAUDE_TOOLS) as events:
+        return use, events.get_final_message()
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_round_trip(server: Server, stream: bool) -> None:
     server.engine.script = answer_after_tool_result
     first = server.claude.messages.create(model=MODEL, max_tokens=100, messages=ASK,
                                           tools=CLAUDE_TOOLS)
     assert first.stop_reason == "tool_use"
-    use = first.content[0]
-    assert use.type == "tool_use"
-    messages: list[Any] = [
-        *ASK,
-        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
-                                      "content": "18C, sunny"}]},
-    ]
-    if stream:
-        with server.claude.messages.stream(model=MODEL, max_tokens=100, messages=messages,
-                                           tools=CLAUDE_TOOLS) as events:
-            final = events.get_final_message()
-    else:
-        final = server.claude.messages.create(model=MODEL, max_tokens=100, messages=messages,
-                                              tools=CLAUDE_TOOLS)
+    use, final = _claude_after_tool_result(server, first, stream)
     assert final.stop_reason == "end_turn"
     assert [(b.type, getattr(b, "text", None)) for b in final.content] == [("text", ANSWER)]
     request = server.engine.requests[-1]
@@ -453,20 +455,7 @@ def test_anthropic_repeated_tool_use_becomes_an_answer(server: Server, stream: b
     server.engine.script = repeat_while_tools_offered
     first = server.claude.messages.create(model=MODEL, max_tokens=100, messages=ASK,
                                           tools=CLAUDE_TOOLS)
-    use = first.content[0]
-    assert use.type == "tool_use"
-    messages: list[Any] = [
-        *ASK, {"role": "assistant", "content": [b.model_dump() for b in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
-                                      "content": "18C, sunny"}]}]
-    final: Any
-    if stream:
-        with server.claude.messages.stream(model=MODEL, max_tokens=100, messages=messages,
-                                           tools=CLAUDE_TOOLS) as events:
-            final = events.get_final_message()
-    else:
-        final = server.claude.messages.create(model=MODEL, max_tokens=100, messages=messages,
-                                              tools=CLAUDE_TOOLS)
+    _, final = _claude_after_tool_result(server, first, stream)
     assert final.stop_reason == "end_turn"
     assert [(b.type, getattr(b, "text", None)) for b in final.content] == [("text", ANSWER)]
     assert server.engine.requests[-1].constraint == TextAnswer()
