@@ -11,7 +11,9 @@ GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
-class GgufInfo:
+class ModelInfo:
+    """What a model's files say about it, whatever their format (GGUF or MLX folder)."""
+
     architecture: str | None
     context_length: int | None
     chat_template: str | None
@@ -22,7 +24,7 @@ def is_gguf(path: Path) -> bool:
         return fh.read(4) == GGUF_MAGIC
 
 
-def read_gguf_info(path: Path) -> GgufInfo:
+def read_gguf_info(path: Path) -> ModelInfo:
     from gguf import GGUFReader  # imported lazily: it pulls in numpy
 
     try:
@@ -38,7 +40,7 @@ def read_gguf_info(path: Path) -> GgufInfo:
     arch_name = arch if isinstance(arch, str) else None
     ctx = field(f"{arch_name}.context_length") if arch_name else None
     template = field("tokenizer.chat_template")
-    return GgufInfo(
+    return ModelInfo(
         architecture=arch_name,
         context_length=int(ctx) if isinstance(ctx, int) else None,
         chat_template=template if isinstance(template, str) else None,

@@ -7,13 +7,13 @@ Architecture and trained context length come from `config.json`; the chat templa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mlxjan.errors import ModelStoreError
+from mlxjan.models.gguf_meta import ModelInfo
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -51,19 +51,12 @@ class _TemplateHolder(BaseModel):
         return named.get("default") or next(iter(named.values()), None)
 
 
-@dataclass(frozen=True)
-class MlxInfo:
-    architecture: str | None
-    context_length: int | None
-    chat_template: str | None
-
-
-def read_mlx_info(folder: Path) -> MlxInfo:
+def read_mlx_info(folder: Path) -> ModelInfo:
     config = _load(folder / "config.json", _ModelConfig)
     if config is None:
         raise ModelStoreError(f"{folder} has no config.json: not an MLX model folder")
     text = config.text_config or _TextConfig()
-    return MlxInfo(
+    return ModelInfo(
         architecture=config.model_type or text.model_type,
         context_length=config.max_position_embeddings or text.max_position_embeddings,
         chat_template=_chat_template(folder),

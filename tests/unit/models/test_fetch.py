@@ -13,7 +13,7 @@ import pytest
 from mlxjan.errors import InvalidModelIdError, ModelStoreError
 from mlxjan.models import fetch
 from mlxjan.models.catalog import CATALOG, CatalogEntry, WheelPart
-from mlxjan.models.gguf_meta import GgufInfo
+from mlxjan.models.gguf_meta import ModelInfo
 from mlxjan.models.store import ModelStore
 from tests.unit.models.ggufs import CHAT_TEMPLATE, write_gguf
 
@@ -99,7 +99,7 @@ def test_invalid_explicit_id_is_refused(store: ModelStore, gguf_file: Path) -> N
 
 def test_interrupted_metadata_read_leaves_nothing(store: ModelStore, gguf_file: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(path: Path) -> GgufInfo:
+    def boom(path: Path) -> ModelInfo:
         assert path.is_file()  # the copy is staged when this happens
         raise KeyboardInterrupt
 
@@ -130,7 +130,7 @@ def test_interrupted_reinstall_keeps_the_installed_model(store: ModelStore, gguf
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     before = fetch.import_gguf(store, gguf_file, model_id="tiny", progress=False)
 
-    def boom(path: Path) -> GgufInfo:
+    def boom(path: Path) -> ModelInfo:
         raise RuntimeError("interrupted")
 
     monkeypatch.setattr(fetch, "read_gguf_info", boom)
