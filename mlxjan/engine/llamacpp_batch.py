@@ -35,7 +35,7 @@ from mlxjan.engine.llamacpp_decode import (
     token_logprob,
 )
 from mlxjan.engine.llamacpp_pace import Pace
-from mlxjan.engine.prompt_cache import PromptCache, common_prefix
+from mlxjan.engine.prompt_cache import PERSIST_AFTER_TOKENS, PromptCache, common_prefix
 from mlxjan.engine.worker import Sink
 from mlxjan.errors import EngineError
 
@@ -50,9 +50,6 @@ MIN_REUSE_GAIN = 256
 # A slot sharing fewer tokens than this (a chat template's opening) with a new prompt is
 # only overwritten when it holds little else: another slot keeps its prefix for its return.
 MIN_SLOT_REUSE = 32
-# A request that computed this many new prompt tokens leaves its cache on disk right away
-# (a copy here, the write in the background): it survives a crash, not only a clean stop.
-PERSIST_AFTER_TOKENS = 1024
 
 
 @dataclass

@@ -21,7 +21,7 @@ from mlxjan.engine.mlx_decode import MlxRestart, Runner, make_sampler_chain, tok
 from mlxjan.engine.mlx_guidance import mask_processor
 from mlxjan.engine.mlx_state import CacheLayers
 from mlxjan.engine.mlx_vocab import Vocab
-from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.prompt_cache import PERSIST_AFTER_TOKENS, PromptCache
 from mlxjan.engine.worker import Sink
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ PREFILL_CHUNK = 512
 # Shorter prefixes are cheaper to recompute than to copy out of a snapshot.
 MIN_REUSE_TOKENS = 32
 MIN_SNAPSHOT_TOKENS = 64
-# Prefixes this long are also written to disk (in the background), to survive a restart.
-PERSIST_AFTER_TOKENS = 1024
 
 
 

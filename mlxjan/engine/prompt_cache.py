@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
+# Prefixes this long go to disk as soon as they are computed (the write in the background),
+# so they survive a crash or a restart, not only a clean stop. Shared by every engine.
+PERSIST_AFTER_TOKENS = 1024
 TokenIds = Sequence[int] | npt.NDArray[np.int32]
 
 
