@@ -17,7 +17,13 @@ from typing import Any
 
 from mlxjan.engine.base import SamplingParams
 from mlxjan.engine.generation import Decoder, SampledToken
-from mlxjan.engine.mlx_decode import MlxRestart, Runner, make_sampler_chain, token_logprob
+from mlxjan.engine.mlx_decode import (
+    MlxRestart,
+    RandomStream,
+    Runner,
+    make_sampler_chain,
+    token_logprob,
+)
 from mlxjan.engine.mlx_guidance import mask_processor
 from mlxjan.engine.mlx_state import CacheLayers
 from mlxjan.engine.mlx_vocab import Vocab
@@ -36,7 +42,11 @@ MIN_SNAPSHOT_TOKENS = 64
 
 @dataclass
 class Answer:
-    """One request in the batch."""
+    """One request in the batch; made on the engine thread.
+
+    It samples from its own random stream, never MLX's global one, so a seeded answer
+    gives the same text whatever else is in the batch.
+    """
 
     prompt: list[int]
     sampling: SamplingParams
@@ -46,6 +56,10 @@ class Answer:
     restart: MlxRestart | None = None
     text: str = ""  # the answer so far, for the restart check
     uid: int = -1
+    random: RandomStream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.random = RandomStream(self.sampling.seed)
 
 
 @dataclass
@@ -92,15 +106,11 @@ class Batch:
         return layers, shared
 
     def add(self, answer: Answer, layers: CacheLayers | None, cached: int) -> None:
-        import mlx.core as mx
-
-        if answer.sampling.seed is not None:
-            mx.random.seed(answer.sampling.seed)
         self._insert(answer, layers, cached, answer.sampling, answer.matcher)
 
     def _insert(self, answer: Answer, layers: CacheLayers | None, cached: int,
                 sampling: SamplingParams, matcher: Any) -> None:
-        sampler, processors = make_sampler_chain(sampling)
+        sampler, processors = make_sampler_chain(sampling, answer.random)
         if matcher is not None:
             processors.append(mask_processor(matcher, skip=len(answer.prompt)))
         [answer.uid] = self._generator.insert(

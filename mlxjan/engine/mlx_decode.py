@@ -1,11 +1,13 @@
-"""Sampling pieces for the MLX engine: the model runner, mlx-lm's samplers and logits
-processors for our sampling parameters, the tool-call redo rule, and logprobs.
+"""Sampling pieces for the MLX engine: the model runner, each answer's own random stream
+and sampler (built on mlx-lm's filters) and mlx-lm's logits processors for our sampling
+parameters, the tool-call redo rule, and logprobs.
 
 Used only on the MLX engine's own thread (MLX streams are thread-local).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -26,14 +28,44 @@ class Runner:
     stream: Any
 
 
-def make_sampler_chain(sampling: SamplingParams) -> tuple[Callable[..., Any], list[Any]]:
-    """mlx-lm's sampler and logits processors for our sampling parameters."""
-    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+class RandomStream:
+    """One answer's own random stream: a PRNG key, split once per sampled token.
 
-    sampler = make_sampler(
-        temp=max(sampling.temperature, 0.0), top_p=sampling.top_p, min_p=sampling.min_p,
-        top_k=sampling.top_k,
+    MLX's global random state is shared by every answer in the batch: seeding it for one
+    answer would change the others, and their draws would change it. A seeded answer's key
+    comes from its seed, so its text depends on nothing else that runs; an unseeded one's
+    from fresh entropy.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        import mlx.core as mx
+
+        # The API takes seeds from -2**63 to 2**64 - 1; a key takes an unsigned 64-bit one.
+        self._key = mx.random.key((secrets.randbits(64) if seed is None else seed) % 2**64)
+
+    def next_key(self) -> Any:
+        import mlx.core as mx
+
+        self._key, key = mx.random.split(self._key)
+        return key
+
+
+def make_sampler_chain(sampling: SamplingParams, stream: RandomStream
+                       ) -> tuple[Callable[..., Any], list[Any]]:
+    """A sampler drawing from `stream` for our sampling parameters (mlx-lm's filters, in
+    the order mlx-lm's make_sampler applies them), and mlx-lm's logits processors.
+
+    mlx-lm's BatchGenerator calls each answer's sampler on that answer's row alone.
+    """
+    import mlx.core as mx
+    from mlx_lm.sample_utils import (
+        apply_min_p,
+        apply_top_k,
+        apply_top_p,
+        greedy_sampler,
+        make_logits_processors,
     )
+
     processors = make_logits_processors(
         repetition_penalty=sampling.repetition_penalty
         if sampling.repetition_penalty != 1.0 else None,
@@ -42,6 +74,22 @@ def make_sampler_chain(sampling: SamplingParams) -> tuple[Callable[..., Any], li
         # llama.cpp's penalties look back 64 tokens; use the same window on both engines.
         repetition_context_size=64, presence_context_size=64, frequency_context_size=64,
     )
+    if sampling.temperature <= 0:
+        return greedy_sampler, processors
+    scale = 1.0 / sampling.temperature
+    filters: list[Callable[[Any], Any]] = []
+    if 0 < sampling.top_p < 1.0:
+        filters.append(lambda x: apply_top_p(x, sampling.top_p))
+    if sampling.min_p != 0.0:
+        filters.append(lambda x: apply_min_p(x, sampling.min_p))
+    if sampling.top_k > 0:
+        filters.append(lambda x: apply_top_k(x, sampling.top_k))
+
+    def sampler(logprobs: Any) -> Any:
+        for keep in filters:
+            logprobs = keep(logprobs)
+        return mx.random.categorical(logprobs * scale, key=stream.next_key())
+
     return sampler, processors
 
 
