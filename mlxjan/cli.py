@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from mlxjan.errors import MlxjanError
 from mlxjan.models.store import ModelStore
-from mlxjan.runner import configure_logging
+from mlxjan.runner import EXIT_PORT_IN_USE, PortInUseError, configure_logging
 from mlxjan.settings import Settings
 
 
@@ -20,7 +20,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     flags: dict[str, Any] = {
         key: value for key in ("host", "port", "api_key", "api_key_file", "engine", "data_dir",
                                "context_length", "threads", "log_level", "log_file",
-                               "request_timeout")
+                               "request_timeout", "wait_for_port")
         if (value := getattr(args, key, None)) is not None
     }
     if getattr(args, "model", None):
@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-file", help="also log to this file, rotated at 10 MB")
     serve.add_argument("--request-timeout", type=float)
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--wait-for-port", action="store_true", default=None,
+                       help="if another program holds the port, wait for it to be free "
+                            "(as the service does) instead of exiting with status 3")
     _add_store_flags(serve)
 
     pull = sub.add_parser("pull", help="install a catalog model, a Hugging Face model, or a "
@@ -171,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "convert":
             return cmd_convert(settings, args)
         return cmd_rm(settings, args.model_id)
+    except PortInUseError as exc:
+        print(f"mlxjan: {exc.message}", file=sys.stderr)
+        return EXIT_PORT_IN_USE
     except MlxjanError as exc:
         print(f"mlxjan: {exc.message}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ stops accepting, gives in-flight requests a few seconds, cancels the rest and ex
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import logging
@@ -13,8 +14,10 @@ import logging.handlers
 import signal
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from types import FrameType
 from typing import Literal
 
@@ -30,6 +33,13 @@ log = logging.getLogger("mlxjan")
 GRACEFUL_SHUTDOWN_SECONDS = 5  # leaves time to unload within launchd's ExitTimeOut
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PortState = Literal["free", "mlxjan", "other"]
+# `mlxjan serve` exits with this when another program holds its port (and it is not told to
+# wait): a scripted start can tell it apart from other failures (1) and bad settings (2).
+EXIT_PORT_IN_USE = 3
+# --wait-for-port: probe again after 0.5 s, doubling up to every 5 s; say so again every 5 min.
+PORT_RETRY_FIRST = 0.5
+PORT_RETRY_MAX = 5.0
+PORT_WAIT_LOG_EVERY = 300.0
 
 
 class SupervisedServer(uvicorn.Server):
@@ -45,6 +55,10 @@ class SupervisedServer(uvicorn.Server):
 
 class PortInUseError(MlxjanError):
     code = "port_in_use"
+
+
+class BindError(MlxjanError):
+    code = "bind_failed"
 
 
 def configure_logging(settings: Settings) -> None:
@@ -126,20 +140,88 @@ def serve(settings: Settings) -> int:
     from mlxjan.server.app import create_app
 
     check_bind(settings)
-    state = port_state(settings.host, settings.port)
-    if state == "mlxjan":
+    # The port first, before the model is fetched or loaded: a held port is found at once.
+    sockets = claim_port(settings)
+    if sockets is None:
         # Exit 0 so that a supervisor (launchd KeepAlive) does not respawn in a loop.
         log.info("mlxjan is already running on %s:%d; nothing to do", settings.host,
                  settings.port)
         return 0
-    if state == "other":
-        raise PortInUseError(f"port {settings.port} on {settings.host} is in use by another "
-                             "program; choose another with --port")
-    ensure_model(ModelStore(settings.data_dir), settings.default_model)
-    app = create_app(settings)
+    try:
+        ensure_model(ModelStore(settings.data_dir), settings.default_model)
+        app = create_app(settings)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     log.info("serving on http://%s:%d%s", settings.host, settings.port, settings.api_prefix)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             log_level=settings.log_level,
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
-    SupervisedServer(config).run()
+    SupervisedServer(config).run(sockets=sockets)
     return 0
+
+
+def claim_port(settings: Settings, sleep: Callable[[float], None] = time.sleep
+               ) -> list[socket.socket] | None:
+    """Bind the server's port, or None when a healthy mlxjan already holds it.
+
+    Held by another program: PortInUseError, or with `wait_for_port` (set in the service
+    definitions, so launchd/systemd do not restart us every few seconds) a wait until it is
+    free, probing with a backoff and saying so once, then every few minutes.
+    """
+    host, port = settings.host, settings.port
+    held = (f"port {port} on {host} is in use by another program (`lsof -nP "
+            f"-iTCP:{port} -sTCP:LISTEN` shows which); stop it, or choose another port with "
+            "--port or MLXJAN_PORT")
+    delay, said_at = PORT_RETRY_FIRST, 0.0
+    waiting_since: float | None = None
+    while True:
+        state = port_state(host, port)
+        if state == "mlxjan":
+            return None
+        if state == "free":
+            try:
+                sockets = bind_sockets(host, port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise BindError(f"cannot listen on {host}:{port}: "
+                                    f"{exc.strerror or exc}") from exc
+            else:
+                if waiting_since is not None:
+                    log.info("port %d on %s is free now, after %.0f s; starting", port, host,
+                             time.monotonic() - waiting_since)
+                return sockets
+        if not settings.wait_for_port:
+            raise PortInUseError(held)
+        now = time.monotonic()
+        if waiting_since is None:
+            waiting_since = said_at = now
+            log.warning("%s; waiting for it to be free", held)
+        elif now - said_at >= PORT_WAIT_LOG_EVERY:
+            said_at = now
+            log.warning("port %d on %s is still in use by another program; waited %.0f s",
+                        port, host, now - waiting_since)
+        sleep(delay)
+        delay = min(delay * 2, PORT_RETRY_MAX)
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound (not yet listening) sockets for every address `host` names, as asyncio's
+    create_server would make them; uvicorn listens on them once the app is ready."""
+    infos = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets

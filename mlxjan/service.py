@@ -30,7 +30,7 @@ Description=mlxjan local LLM server
 After=network.target
 
 [Service]
-ExecStart=$python -m mlxjan serve --log-file $log_file
+ExecStart=$python -m mlxjan serve --wait-for-port --log-file $log_file
 WorkingDirectory=$home
 Environment=PATH=/usr/bin:/bin
 Restart=on-failure

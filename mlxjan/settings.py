@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # When set, logs go to this file too, rotated at 10 MB with 5 old files kept.
     log_file: Path | None = None
+    # A port held by another program: wait until it is free (the launchd/systemd service
+    # passes --wait-for-port), instead of exiting at once with status 3.
+    wait_for_port: bool = False
     # Hugging Face Hub for `mlxjan pull org/repo`: None falls back to HF_ENDPOINT, then
     # huggingface.co; the token to HF_TOKEN or the `hf auth login` one.
     hf_endpoint: str | None = None

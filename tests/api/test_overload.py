@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anthropic
@@ -16,6 +16,7 @@ from mlxjan.settings import Settings
 from tests.api.conftest import MODEL, Server, _serve
 
 USER = [{"role": "user", "content": "hi"}]
+LIMIT = 2  # places in the `endless` server
 
 
 @pytest.fixture
@@ -60,11 +61,44 @@ def test_full_server_answers_503_and_529_then_recovers(busy: Server) -> None:
     assert busy.client.chat.completions.create(model=MODEL, messages=USER).choices  # type: ignore[arg-type]
 
 
-def test_a_disconnected_stream_frees_its_place(busy: Server) -> None:
-    for _ in range(3):  # more than the limit, one after another
-        with busy.http.stream("POST", "/v1/chat/completions", json={
+@pytest.fixture
+def endless(tmp_path: Path) -> Iterator[Server]:
+    """Answers that would stream for over half an hour: only a cancellation ends them, so a
+    place or the engine thread that is free again was freed by the disconnect."""
+    engine = FakeEngine(MODEL, script=lambda _r: "slow " * 100_000, token_delay=0.02,
+                        context_length=200_000)
+    yield from _serve(Settings(data_dir=tmp_path, max_pending_requests=LIMIT), engine)
+
+
+
+def _wait_for(what: str, condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds:g} s: {what}"
+        time.sleep(0.02)
+
+
+def test_a_disconnected_stream_frees_its_place(endless: Server) -> None:
+    def active() -> int:
+        count: int = endless.http.get("/v1/status").json()["requests"]["active"]
+        return count
+
+    for n in range(LIMIT + 1):  # more streams than places, one after another
+        with endless.http.stream("POST", "/v1/chat/completions", json={
                 "model": MODEL, "messages": USER, "stream": True}) as response:
-            next(response.iter_lines())
-    busy.engine.token_delay = 0.0
-    reply = busy.client.chat.completions.create(model=MODEL, messages=USER)  # type: ignore[arg-type]
-    assert reply.choices[0].message.content
+            # Admitted: a place was free, and the engine was free to start this answer.
+            assert response.status_code == 200, f"stream {n}: {response.read()!r}"
+            tokens = (line for line in response.iter_lines() if "slow" in line)
+            next(tokens)
+            next(tokens)  # generating now
+            assert active() == 1
+        # The client has gone: its place comes back, and the engine stops producing.
+        _wait_for(f"stream {n}'s place freed after the client left", lambda: active() == 0)
+        produced = endless.engine.tokens_produced
+        time.sleep(0.5)  # 25 token delays
+        assert endless.engine.tokens_produced - produced <= 1, \
+            f"stream {n}: the engine went on generating for a client that left"
+    reply = endless.client.chat.completions.create(  # type: ignore[arg-type]
+        model=MODEL, messages=USER, max_tokens=3, timeout=10)
+    assert reply.choices[0].message.content == "slow slow slow"
+    assert active() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterator
@@ -141,6 +142,84 @@ def test_serve_refuses_a_port_held_by_another_program(monkeypatch: pytest.Monkey
     monkeypatch.setattr(runner, "ensure_model", _no_model_fetch)
     with pytest.raises(PortInUseError, match="in use by another program"):
         serve(Settings(port=4321))
+
+
+class FakeClock:
+    """time.monotonic for runner, moved on only by the sleeps it records."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_waiting_for_a_held_port_backs_off_and_says_so_rarely(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    states = iter(["other"] * 80 + ["free"])
+    clock = FakeClock()
+    bound: list[tuple[str, int]] = []
+    monkeypatch.setattr(runner, "port_state", lambda host, port: next(states))
+    monkeypatch.setattr(runner, "bind_sockets",
+                        lambda host, port: bound.append((host, port)) or [])
+    monkeypatch.setattr(runner, "time", clock)
+    with caplog.at_level(logging.INFO, logger="mlxjan"):
+        assert runner.claim_port(Settings(port=4321, wait_for_port=True), clock.sleep) == []
+    assert bound == [("127.0.0.1", 4321)]
+    assert clock.sleeps[:5] == [0.5, 1.0, 2.0, 4.0, 5.0]
+    assert set(clock.sleeps[4:]) == {5.0} and len(clock.sleeps) == 80
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == ("port 4321 on 127.0.0.1 is in use by another program (`lsof -nP "
+                           "-iTCP:4321 -sTCP:LISTEN` shows which); stop it, or choose another "
+                           "port with --port or MLXJAN_PORT; waiting for it to be free")
+    # 387.5 s of waiting: said at once, again after 5 minutes, then that it is free.
+    assert len(messages) == 3
+    assert messages[1].startswith("port 4321 on 127.0.0.1 is still in use by another program")
+    assert messages[2] == "port 4321 on 127.0.0.1 is free now, after 388 s; starting"
+
+
+def test_a_healthy_mlxjan_appearing_ends_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    states = iter(["other", "other", "mlxjan"])
+    monkeypatch.setattr(runner, "port_state", lambda host, port: next(states))
+    sleeps: list[float] = []
+    assert runner.claim_port(Settings(wait_for_port=True), sleeps.append) is None
+    assert sleeps == [0.5, 1.0]
+
+
+def test_a_port_bound_but_not_listening_counts_as_held() -> None:
+    # Nothing answers a connect (so the probe says "free"), but the bind itself fails.
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        port = other.getsockname()[1]
+        assert port_state("127.0.0.1", port) == "free"
+        with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is in use"):
+            runner.claim_port(Settings(port=port))
+
+
+def test_claim_port_binds_the_port_before_anything_else() -> None:
+    port = free_port()
+    sockets = runner.claim_port(Settings(port=port))
+    assert sockets is not None
+    try:
+        assert [s.getsockname()[:2] for s in sockets] == [("127.0.0.1", port)]
+        with socket.socket() as late, pytest.raises(OSError):
+            late.bind(("127.0.0.1", port))  # ours until uvicorn listens on it
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_cli_exits_3_for_a_held_port(monkeypatch: pytest.MonkeyPatch, restore_logging: None,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(runner, "port_state", lambda host, port: "other")
+    monkeypatch.setattr(runner, "ensure_model", _no_model_fetch)
+    assert main(["serve", "--port", "4321"]) == runner.EXIT_PORT_IN_USE == 3
+    assert "port 4321 on 127.0.0.1 is in use by another program" in capsys.readouterr().err
 
 
 def test_serve_checks_the_bind_before_the_port(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mlxjan.cli import main
+from mlxjan.cli import _parser, _settings, main
 from mlxjan.service import LABEL, ServicePaths, render_plist, render_unit
 
 SECRET = "sk-test-do-not-leak-4242"
@@ -77,7 +77,7 @@ def test_plist_parses_and_runs_this_interpreter(tmp_path: Path) -> None:
     plist = plistlib.loads(text.encode())
     assert plist["Label"] == LABEL == "com.mlxjan.server"
     assert plist["ProgramArguments"] == [str(paths.python), "-m", "mlxjan", "serve",
-                                         "--log-file", str(paths.log_file)]
+                                         "--wait-for-port", "--log-file", str(paths.log_file)]
     assert Path(plist["ProgramArguments"][0]).is_absolute()
     assert paths.log_file.parent == paths.log_dir
     assert plist["RunAtLoad"] is True
@@ -128,6 +128,19 @@ def test_systemd_paths_follow_home(isolated: Path) -> None:
     assert paths.log_dir == isolated / ".local" / "state" / "mlxjan" / "logs"
 
 
+def test_services_wait_for_a_port_held_by_another_program(tmp_path: Path) -> None:
+    """A held port must not become a restart every ThrottleInterval/RestartSec: both
+    definitions run `serve` with a flag that the CLI really reads as wait_for_port."""
+    paths = _paths(tmp_path)
+    [exec_start] = _unit_values(render_unit(paths), "ExecStart")
+    for argv in (plistlib.loads(render_plist(paths).encode())["ProgramArguments"],
+                 shlex.split(exec_start)):
+        assert argv[1:4] == ["-m", "mlxjan", "serve"]
+        args = _parser().parse_args(argv[3:])
+        assert _settings(args).wait_for_port is True
+    assert _settings(_parser().parse_args(["serve"])).wait_for_port is False
+
+
 # ---- the systemd unit --------------------------------------------------------------------
 
 
@@ -140,7 +153,7 @@ def test_unit_runs_this_interpreter(tmp_path: Path) -> None:
     text = render_unit(paths)
     [exec_start] = _unit_values(text, "ExecStart")
     assert shlex.split(exec_start) == [str(paths.python), "-m", "mlxjan", "serve",
-                                       "--log-file", str(paths.log_file)]
+                                       "--wait-for-port", "--log-file", str(paths.log_file)]
     assert _unit_values(text, "Restart") == ["on-failure"]
     assert _unit_values(text, "WorkingDirectory") == [str(paths.home)]
     assert _unit_values(text, "WantedBy") == ["default.target"]
@@ -154,8 +167,8 @@ def test_unit_quotes_paths_with_spaces_and_escapes_specifiers(tmp_path: Path) ->
     [exec_start] = _unit_values(text, "ExecStart")
     # systemd: a quoted word is one argument; "%%" is a literal "%".
     words = [w.replace("%%", "%") for w in shlex.split(exec_start)]
-    assert words == [str(paths.python), "-m", "mlxjan", "serve", "--log-file",
-                     str(paths.log_file)]
+    assert words == [str(paths.python), "-m", "mlxjan", "serve", "--wait-for-port",
+                     "--log-file", str(paths.log_file)]
     assert _unit_values(text, "WorkingDirectory") == [str(odd).replace("%", "%%")]
 
 
@@ -285,7 +298,7 @@ def test_systemd_lifecycle(isolated: Path, calls: Callable[[], list[str]],
     [exec_start] = _unit_values(text, "ExecStart")
     log_file = isolated / ".local" / "state" / "mlxjan" / "logs" / "server.log"
     assert shlex.split(exec_start) == [str(Path(sys.executable).absolute()), "-m", "mlxjan",
-                                       "serve", "--log-file", str(log_file)]
+                                       "serve", "--wait-for-port", "--log-file", str(log_file)]
     assert log_file.parent.is_dir()
     assert SECRET not in text
 
