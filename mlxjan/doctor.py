@@ -7,8 +7,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxjan.engine.cpu import cpu_info
+from mlxjan.engine.llamacpp_kernels import KernelCheck
 from mlxjan.models.catalog import CATALOG
-from mlxjan.models.store import ModelStore
+from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.runner import port_state
 from mlxjan.service import manager_for
 from mlxjan.settings import Settings
@@ -56,6 +58,10 @@ def run_checks(settings: Settings) -> list[Check]:
                         f"{len(models)} installed in {store.models_dir}; default "
                         f"'{settings.default_model}' "
                         + ("installed" if default else "will be fetched by `mlxjan serve`")))
+    checks.append(Check("cpu", True, cpu_info().describe()))
+    if default is not None and default.format == "gguf" \
+            and settings.resolved_engine() == "llamacpp":
+        checks.append(kernel_check(settings, store, default))
     size = default.size if default else CATALOG[settings.default_model].size \
         if settings.default_model in CATALOG else None
     free = available_memory()
@@ -64,6 +70,14 @@ def run_checks(settings: Settings) -> list[Check]:
         checks.append(Check("memory", free >= need, f"{free / 2**30:.1f} GiB available, the "
                             f"default model needs about {need / 2**30:.1f} GiB"))
     return checks
+
+
+def kernel_check(settings: Settings, store: ModelStore, manifest: Manifest) -> Check:
+    """The load-time self-check the server runs (llamacpp_kernels.py), same verdict cache."""
+    verdict = KernelCheck(settings.self_checks_dir).verdict(store.weights_path(manifest),
+                                                            manifest.sha256)
+    return Check("kernels", verdict.refused is None,
+                 f"{manifest.id}: {verdict.refused or verdict.detail}")
 
 
 def doctor(settings: Settings) -> int:

@@ -170,3 +170,9 @@ class RequestTimeoutError(MlxjanError):
     openai_type = "server_error"
     code = "request_timeout"
     anthropic_type = "api_error"
+
+
+class ModelSelfCheckError(EngineError):
+    """The model computed wrong answers on this machine at load, on every kernel path."""
+
+    code = "model_self_check_failed"

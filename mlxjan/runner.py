@@ -122,6 +122,8 @@ def ps(settings: Settings) -> int:
         batch = m.get("batch")
         if isinstance(batch, dict):
             print(f"{'':40} batch: {batch.get('running')} of {batch.get('max')} running")
+        if m.get("threads") or m.get("kernels"):
+            print(f"{'':40} {m.get('threads')} threads, kernels: {m.get('kernels') or '-'}")
     return 0
 
 

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # None: the model's own trained context length, capped at max_context_length.
     context_length: int | None = Field(default=None, ge=256)
     max_context_length: int = Field(default=32768, ge=256)
-    # None: the number of physical cores llama.cpp would pick (half the logical ones).
+    # None: one per physical core (performance cores on Apple Silicon).
     threads: int | None = Field(default=None, ge=1, le=512)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Temperature for requests that leave it out (Claude Code never sends one). Small local
@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def self_checks_dir(self) -> Path:
+        """Remembered load-time self-checks (which kernel paths are right on this CPU)."""
+        return self.data_dir / "self-checks"
 
     @property
     def cache_dir(self) -> Path:

@@ -39,6 +39,7 @@ from mlxjan.engine.llamacpp_decode import (
     context_params,
     load,
 )
+from mlxjan.engine.llamacpp_kernels import KernelCheck, Verdict
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.worker import EngineThread, Sink
 from mlxjan.errors import ContextLengthExceededError
@@ -56,8 +57,14 @@ class LlamaCppEngine:
     def __init__(self, model_id: str, weights: Path, *, chat_template: str | None,
                  context_length: int, threads: int | None = None,
                  tool_grammar: bool = True, prompt_cache_bytes: int = 0,
-                 disk_cache: DiskCacheConfig | None = None, max_batch: int = MAX_SLOTS) -> None:
+                 disk_cache: DiskCacheConfig | None = None, max_batch: int = MAX_SLOTS,
+                 kernels: KernelCheck | None = None, model_key: str = "") -> None:
+        """`kernels` decides (and remembers) which kernel paths are right for these weights
+        on this CPU, under `model_key` (their sha256)."""
         self.model_id = model_id
+        self._kernels = kernels or KernelCheck(None)
+        self._model_key = model_key or str(weights)
+        self._verdict: Verdict | None = None
         self.slots = max(1, min(max_batch, MAX_SLOTS))
         disk = disk_cache.open(_state_params(context_length, self.slots)) if disk_cache else None
         self._cache: PromptCache[KvState] = PromptCache(prompt_cache_bytes, disk, KV_CODEC)
@@ -82,9 +89,13 @@ class LlamaCppEngine:
             return self._batch
         import llama_cpp
 
-        log.info("loading %s (%d slots of %d tokens)", self.weights, self.slots,
-                 self.context_length)
-        runtime = load(self.weights, self.context_length, self.threads, self.slots)
+        verdict = self._kernels.verdict(self.weights, self._model_key)
+        self._verdict = verdict
+        plan = verdict.require()
+        threads = context_params(self.context_length, self.threads, self.slots)["n_threads"]
+        log.info("loading %s (%d slots of %d tokens, %d threads, %s: %s)", self.weights,
+                 self.slots, self.context_length, threads, plan.describe(), verdict.detail)
+        runtime = load(self.weights, self.context_length, self.threads, self.slots, plan)
         self._cache.open_disk()
         model = runtime.model
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(model.vocab))
@@ -116,6 +127,8 @@ class LlamaCppEngine:
         batch = self._batch
         return {"engine": "llamacpp", "model": self.model_id, "loaded": batch is not None,
                 "context_length": self.context_length,
+                "threads": context_params(self.context_length, self.threads, 1)["n_threads"],
+                "kernels": self._verdict.detail if self._verdict else None,
                 "batch": {"running": batch.running if batch else 0,
                           "waiting": batch.waiting if batch else 0, "max": self.slots,
                           "tokens_per_s_by_size": batch.pace.rates() if batch else {}},

@@ -9,7 +9,6 @@ own sampler chain (grammar and seed included).
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlxjan.engine.base import SamplingParams, TokenLogprob
+from mlxjan.engine.cpu import cpu_info
+from mlxjan.engine.llamacpp_kernels import KernelPlan
 from mlxjan.engine.prompt_cache import StateCodec
 from mlxjan.errors import EngineError
 
@@ -62,21 +63,38 @@ def context_params(context_length: int, threads: int | None, slots: int) -> dict
     Each slot gets the whole `context_length` (llama-server -np N splits its -c instead), in
     its own KV stream (kv_unified off: attention reads only that sequence's cells). Flash
     attention is what llama-server turns on by default; without it a cold 2,000-token
-    prefill took about twice as long on CPU.
+    prefill took about twice as long on CPU. Threads: one per physical core, for decode and
+    prompt alike, as llama.cpp picks (a second thread on a hyperthread pair only contends).
     """
-    cores = multiprocessing.cpu_count()
+    threads = threads or cpu_info().physical_cores
     return {"n_ctx": context_length * slots, "n_seq_max": slots, "kv_unified": False,
             "n_batch": 4 * CHUNK, "n_ubatch": CHUNK, "flash_attn": True,
-            "n_threads": threads or max(cores // 2, 1), "n_threads_batch": threads or cores}
+            "n_threads": threads, "n_threads_batch": threads}
 
 
-def load(weights: Path, context_length: int, threads: int | None, slots: int) -> Runtime:
+def load_model(weights: Path, plan: KernelPlan, *, vocab_only: bool = False) -> LlamaModel:
+    """The one way a GGUF is loaded into llama.cpp: under a kernel plan (llamacpp_kernels.py)
+    that a self-check has found right on this CPU."""
     import llama_cpp
-    from llama_cpp._internals import LlamaContext, LlamaModel
+    from llama_cpp._internals import LlamaModel
     from llama_cpp._logger import set_verbose
 
     set_verbose(False)  # llama.cpp's own log: errors only (as `Llama(verbose=False)` sets)
     llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = plan.repack
+    params.vocab_only = vocab_only
+    try:
+        return LlamaModel(path_model=str(weights), params=params, verbose=False)
+    except ValueError as exc:
+        raise EngineError(f"failed to load {weights.name}: {exc}") from exc
+
+
+def load(weights: Path, context_length: int, threads: int | None, slots: int,
+         plan: KernelPlan) -> Runtime:
+    import llama_cpp
+    from llama_cpp._internals import LlamaContext
+
     params = llama_cpp.llama_context_default_params()
     for key, value in context_params(context_length, threads, slots).items():
         if key == "flash_attn":
@@ -84,15 +102,11 @@ def load(weights: Path, context_length: int, threads: int | None, slots: int) ->
                                       else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         else:
             setattr(params, key, value)
+    model = load_model(weights, plan)
     try:
-        model = LlamaModel(path_model=str(weights),
-                           params=llama_cpp.llama_model_default_params(), verbose=False)
-        try:
-            ctx = LlamaContext(model=model, params=params, verbose=False)
-        except ValueError:
-            model.close()
-            raise
+        ctx = LlamaContext(model=model, params=params, verbose=False)
     except ValueError as exc:
+        model.close()
         raise EngineError(f"failed to load {weights.name}: {exc}") from exc
     return Runtime(model, ctx, slots)
 

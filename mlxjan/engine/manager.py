@@ -12,7 +12,9 @@ import logging
 
 from mlxjan.engine.base import Engine, ModelInfo
 from mlxjan.engine.cache_store import DiskCacheConfig
+from mlxjan.engine.llamacpp_kernels import KernelCheck
 from mlxjan.engine.scheduler import Admission
+from mlxjan.engine.selfcheck import Remembered
 from mlxjan.errors import ModelNotFoundError
 from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.settings import Settings
@@ -72,6 +74,8 @@ class EngineManager:
             prompt_cache_bytes=self._settings.prompt_cache_bytes,
             disk_cache=self.disk_cache_for(manifest),
             max_batch=self._settings.max_batch_size,
+            kernels=KernelCheck(self._settings.self_checks_dir),
+            model_key=manifest.sha256,
         )
 
     def _build_mlx(self, manifest: Manifest) -> Engine:
@@ -86,6 +90,8 @@ class EngineManager:
             prompt_cache_bytes=self._settings.prompt_cache_bytes,
             max_batch=self._settings.max_batch_size,
             disk_cache=self.disk_cache_for(manifest),
+            self_checks=Remembered(self._settings.self_checks_dir),
+            model_key=manifest.sha256,
         )
 
     def disk_cache_for(self, manifest: Manifest) -> DiskCacheConfig | None:

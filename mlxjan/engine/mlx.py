@@ -29,15 +29,18 @@ from mlxjan.chat.tool_calls import (
 from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 from mlxjan.engine.cache_store import DiskCacheConfig
+from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.generation import Decoder
 from mlxjan.engine.mlx_batch import Answer, Batch
+from mlxjan.engine.mlx_check import check_model, probe_tokens
 from mlxjan.engine.mlx_decode import MlxRestart, Runner
 from mlxjan.engine.mlx_guidance import Guide
 from mlxjan.engine.mlx_state import MLX_CODEC, CacheLayers
 from mlxjan.engine.mlx_vocab import Vocab, token_pieces
 from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.selfcheck import Remembered
 from mlxjan.engine.worker import EngineThread, Sink
-from mlxjan.errors import ContextLengthExceededError, EngineError
+from mlxjan.errors import ContextLengthExceededError, EngineError, ModelSelfCheckError
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,13 @@ class MlxEngine:
     def __init__(self, model_id: str, model_dir: Callable[[], Path], *,
                  chat_template: str | None, context_length: int,
                  tool_grammar: bool = True, prompt_cache_bytes: int = 0,
-                 max_batch: int = 8, disk_cache: DiskCacheConfig | None = None) -> None:
-        """`model_dir` is called on the engine thread at load time: it may convert first."""
+                 max_batch: int = 8, disk_cache: DiskCacheConfig | None = None,
+                 self_checks: Remembered | None = None, model_key: str = "") -> None:
+        """`model_dir` is called on the engine thread at load time: it may convert first.
+        `self_checks` remembers load-time self-checks, under `model_key` (the model's sha256)."""
         self.model_id = model_id
+        self._checks = self_checks or Remembered(None)
+        self._model_key = model_key or model_id
         self.context_length = context_length
         self.tool_grammar = tool_grammar
         self._model_dir = model_dir
@@ -103,6 +110,7 @@ class MlxEngine:
         import mlx.core as mx
 
         runner = Runner(model, mx.new_stream(mx.default_device()))
+        self._self_check(runner, tokenizer)
         vocab = Vocab(token_pieces(tokenizer._tokenizer), frozenset(tokenizer.eos_token_ids))
         self._loaded = _Loaded(
             runner=runner, tokenizer=tokenizer, vocab=vocab,
@@ -112,6 +120,23 @@ class MlxEngine:
             batch=Batch(runner, vocab, self._cache, self.max_batch),
         )
         return self._loaded
+
+    def _self_check(self, runner: Runner, tokenizer: Any) -> None:
+        """Refuse a model whose MLX paths disagree on the probe text (mlx_check.py)."""
+        import mlx.core as mx
+
+        key = ["mlx", cpu_info().fingerprint(), str(_state_params()["mlx"]),
+               str(mx.default_device()), self._model_key]
+        verdict = self._checks.get(key)
+        if verdict is None:
+            verdict = {"refused": check_model(runner, probe_tokens(tokenizer))}
+            self._checks.put(key, verdict)
+            log.info("%s: self-check %s", self.model_id,
+                     f"failed: {verdict['refused']}" if verdict["refused"] else "passed")
+        if verdict.get("refused"):
+            raise ModelSelfCheckError(
+                f"'{self.model_id}' computes wrong answers with MLX on this machine "
+                f"({verdict['refused']}). Serve it with `--engine llamacpp`, or update mlx.")
 
     async def unload(self) -> None:
         def drop() -> None:

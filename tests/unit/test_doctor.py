@@ -7,11 +7,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlxjan import doctor as doctor_module
 from mlxjan.cli import main
 from mlxjan.doctor import Check, available_memory, doctor, run_checks
+from mlxjan.engine import llamacpp_kernels
+from mlxjan.engine.llamacpp_kernels import ProbeResult
 from mlxjan.models.catalog import CATALOG
 from mlxjan.models.store import ModelStore, new_manifest
 from mlxjan.settings import DEFAULT_MODEL, Settings
@@ -76,7 +79,7 @@ def _install_fake(store: ModelStore, model_id: str) -> None:
 def test_healthy_machine(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     checks = _by_name(run_checks(settings))
-    assert list(checks) == ["port", "service", "models", "memory"]
+    assert list(checks) == ["port", "service", "models", "cpu", "memory"]
     assert all(c.ok for c in checks.values())
     assert checks["port"].detail == f"127.0.0.1:{settings.port} is free"
     assert "not installed" in checks["service"].detail
@@ -108,14 +111,42 @@ def test_installed_service_is_reported(tmp_path: Path, isolated: Path) -> None:
     assert checks["service"].ok and checks["service"].detail == f"installed ({definition})"
 
 
-def test_installed_default_model(tmp_path: Path) -> None:
-    settings = _settings(tmp_path, default_model="my-model")
+def _probe_result(failure: str | None) -> ProbeResult:
+    rows = np.log(np.full((4, 8), 1 / 8, dtype=np.float32))
+    rows[:, 0] += 1  # tokens 1 and on are predicted as 0: plausibly not, logged only
+    return ProbeResult(None if failure else rows, (0, 0, 0, 0), frozenset({"AVX2"}), failure)
+
+
+@pytest.fixture
+def probes(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """What the fake self-check probes answer (failures, None for right logits), in turn."""
+    answers: list[str | None] = []
+    monkeypatch.setattr(llamacpp_kernels, "probe_in_child",
+                        lambda weights, plan: _probe_result(answers.pop(0)))
+    return answers
+
+
+def test_installed_default_model(tmp_path: Path, probes: list[str | None]) -> None:
+    settings = _settings(tmp_path, default_model="my-model", engine="llamacpp")
     _install_fake(ModelStore(settings.data_dir), "my-model")
+    probes.append(None)
     checks = _by_name(run_checks(settings))
+    assert checks["kernels"].ok and "no repacked kernels" in checks["kernels"].detail
     assert checks["models"].ok
     assert checks["models"].detail.startswith("1 installed")
     assert "'my-model' installed" in checks["models"].detail
     assert "memory" in checks
+
+
+def test_kernels_that_crash_are_bad_with_what_to_do(tmp_path: Path,
+                                                    probes: list[str | None]) -> None:
+    settings = _settings(tmp_path, default_model="my-model", engine="llamacpp")
+    _install_fake(ModelStore(settings.data_dir), "my-model")
+    probes.append("the process was killed by SIGSEGV")
+    kernels = _by_name(run_checks(settings))["kernels"]
+    assert not kernels.ok and "SIGSEGV" in kernels.detail and "reinstall" in kernels.detail
+    again = _by_name(run_checks(settings))["kernels"]  # remembered: no probe left to pop
+    assert again == kernels
 
 
 def test_unknown_default_model_is_bad(tmp_path: Path) -> None:
@@ -149,16 +180,16 @@ def test_doctor_prints_one_line_per_check(tmp_path: Path,
     settings = _settings(tmp_path)
     assert doctor(settings) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(run_checks(settings)) == 4
+    assert len(lines) == len(run_checks(settings)) == 5
     assert all(line.startswith("ok ") for line in lines)
-    assert [line.split()[1] for line in lines] == ["port", "service", "models", "memory"]
+    assert [line.split()[1] for line in lines] == ["port", "service", "models", "cpu", "memory"]
 
 
 def test_doctor_fails_when_a_check_fails(tmp_path: Path, busy_port: int,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert doctor(Settings(data_dir=tmp_path / "data", port=busy_port)) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert lines[0].startswith("BAD port")
     assert all(line.startswith("ok ") for line in lines[1:])
 

@@ -1,0 +1,84 @@
+"""The self-check's child process: evaluate the probe text under one kernel plan.
+
+    python -m mlxjan.engine.llamacpp_probe MODEL.gguf --repack 0|1 --out ROWS.npy
+
+Writes one log-softmax row per text position to ROWS.npy, and prints one JSON line with the
+text's tokens and the build's CPU features. A kernel path that crashes takes only this
+process down; llamacpp_kernels.py reads the signal from its exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mlxjan.engine.llamacpp_decode import Runtime, load
+from mlxjan.engine.llamacpp_kernels import KernelPlan
+from mlxjan.engine.selfcheck import PROBE_TEXT, STEPS, Rows, log_softmax
+
+CONTEXT = 256
+
+
+def evaluate(runtime: Runtime, tokens: list[int], steps: int = STEPS) -> Rows:
+    """Log-softmax of the logits at every position: the head of `tokens` in one batch, the
+    last `steps` tokens one call each."""
+    import llama_cpp
+
+    head = len(tokens) - steps
+    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+    rows: list[Rows] = []
+    try:
+        for start, count in [(0, head)] + [(head + i, 1) for i in range(steps)]:
+            for n in range(count):
+                batch.token[n], batch.pos[n] = tokens[start + n], start + n
+                batch.n_seq_id[n], batch.seq_id[n][0], batch.logits[n] = 1, 0, True
+            batch.n_tokens = count
+            code = llama_cpp.llama_decode(runtime.ctx.ctx, batch)
+            if code != 0:
+                raise RuntimeError(f"llama_decode returned {code}")
+            rows.extend(_row(runtime, n) for n in range(count))
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    return np.stack(rows)
+
+
+def _row(runtime: Runtime, index: int) -> Rows:
+    import llama_cpp
+
+    ptr = llama_cpp.llama_get_logits_ith(runtime.ctx.ctx, index)
+    return log_softmax(np.ctypeslib.as_array(ptr, shape=(runtime.model.n_vocab(),)))
+
+
+def build_features() -> list[str]:
+    """The CPU features this llama.cpp build was compiled with ("AVX2", "AMX_INT8", ...)."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    # "CPU : SSE3 = 1 | AVX2 = 1 | ... | REPACK = 1 |"
+    return sorted({part.split("=")[0].split()[-1] for part in info.split("|")
+                   if part.strip().endswith("= 1")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlxjan.engine.llamacpp_probe")
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("--repack", type=int, choices=(0, 1), required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    import llama_cpp
+
+    runtime = load(args.weights, CONTEXT, None, 1, KernelPlan(repack=bool(args.repack)))
+    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(runtime.model.vocab))
+    tokens = runtime.tokenize(PROBE_TEXT, add_bos)
+    np.save(args.out, evaluate(runtime, tokens))
+    runtime.close()
+    print(json.dumps({"tokens": tokens, "build": build_features()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
