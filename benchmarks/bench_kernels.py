@@ -1,0 +1,91 @@
+"""llama.cpp kernel plans on this CPU: prefill and decode tok/s with repacked weights and with
+the plain kernels, through the engine's one loader, and what the load-time self-check costs.
+
+    .venv/bin/python benchmarks/bench_kernels.py [--rounds 3] [--threads N]
+
+Plans alternate round by round, so a noisy neighbour slows both alike. Decode is greedy,
+one token per llama_decode, as a lone answer runs; prefill is one 512-token prompt chunk.
+A plan the self-check rejects on this CPU is not measured: it may crash the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlxjan.engine.llamacpp_decode import CHUNK, Runtime, load
+from mlxjan.engine.llamacpp_kernels import PLAIN, REPACKED, KernelCheck, KernelPlan
+from mlxjan.models.store import ModelStore
+from mlxjan.settings import DEFAULT_MODEL, Settings
+
+PROMPT = "def fibonacci(n):\n    " * 200
+DECODE = 64
+
+
+def _decode(runtime: Runtime, tokens: list[int], start: int, logits_last: bool) -> None:
+    import llama_cpp
+
+    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+    for n, token in enumerate(tokens):
+        batch.token[n], batch.pos[n], batch.n_seq_id[n], batch.seq_id[n][0] = \
+            token, start + n, 1, 0
+        batch.logits[n] = logits_last and n == len(tokens) - 1
+    batch.n_tokens = len(tokens)
+    try:
+        if llama_cpp.llama_decode(runtime.ctx.ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+    finally:
+        llama_cpp.llama_batch_free(batch)
+
+
+def one_round(runtime: Runtime) -> tuple[float, float]:
+    """(prefill tok/s, decode tok/s) on a fresh sequence."""
+    import llama_cpp
+
+    runtime.ctx.kv_cache_seq_rm(0, 0, -1)
+    prompt = runtime.tokenize(PROMPT, False)[:CHUNK]
+    began = time.perf_counter()
+    _decode(runtime, prompt, 0, True)
+    prefill = len(prompt) / (time.perf_counter() - began)
+    vocab = runtime.model.n_vocab()
+    began = time.perf_counter()
+    for i in range(DECODE):
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(runtime.ctx.ctx, -1),
+                                       shape=(vocab,))
+        _decode(runtime, [int(logits.argmax())], len(prompt) + i, True)
+    return prefill, DECODE / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args()
+    settings = Settings()
+    store = ModelStore(settings.data_dir)
+    manifest = store.get(DEFAULT_MODEL)
+    assert manifest is not None, f"install {DEFAULT_MODEL} first: mlxjan pull {DEFAULT_MODEL}"
+    weights = store.weights_path(manifest)
+
+    began = time.perf_counter()
+    verdict = KernelCheck(None).verdict(weights, manifest.sha256)
+    print(f"self-check, uncached: {time.perf_counter() - began:.1f} s -> {verdict.detail}")
+    plans: list[KernelPlan] = [PLAIN] + ([REPACKED] if verdict.plan == REPACKED else [])
+    runtimes = {plan: load(weights, 4096, args.threads, 1, plan) for plan in plans}
+    results: dict[KernelPlan, list[tuple[float, float]]] = {plan: [] for plan in plans}
+    for _ in range(args.rounds):
+        for plan in plans:
+            results[plan].append(one_round(runtimes[plan]))
+    for plan in plans:
+        prefill = statistics.median(r[0] for r in results[plan])
+        decode = statistics.median(r[1] for r in results[plan])
+        print(f"{plan.describe():32} prefill {prefill:7.1f} tok/s   decode {decode:6.1f} tok/s")
+        runtimes[plan].close()
+
+
+if __name__ == "__main__":
+    main()
