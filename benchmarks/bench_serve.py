@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_tools import llama_cpp_server
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
 from tests.serving import free_port, wait_until_up
@@ -40,10 +41,9 @@ def launch(kind: str, gguf: Path, port: int, ctx: int, threads: int) -> subproce
         cmd = [sys.executable, "-m", "mlxjan", "serve", "--port", str(port),
                "--context-length", str(ctx), "--threads", str(threads), "--log-level", "warning"]
     else:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port",
-               str(port), "--n_ctx", str(ctx), "--n_threads", str(threads),
-               "--n_threads_batch", str(threads), "--model_alias", DEFAULT_MODEL,
-               "--verbose", "False"]
+        cmd = llama_cpp_server(str(gguf), "--port", str(port), "--n_ctx", str(ctx),
+                               "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                               "--model_alias", DEFAULT_MODEL, "--verbose", "False")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

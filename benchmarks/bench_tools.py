@@ -27,6 +27,7 @@ import httpx
 import jsonschema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mlxjan.engine.llamacpp_kernels import KernelCheck, KernelPlan
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
 from tests.serving import free_port, wait_until_up
@@ -131,6 +132,26 @@ def peer_args() -> tuple[argparse.Namespace, str]:
     return args, str(store.weights_path(manifest))
 
 
+def kernel_plan(gguf: str) -> KernelPlan:
+    """The kernel plan mlxjan's self-check chose for this model on this CPU: peers load
+    under it too (llama-cpp-python's server through llama_cpp_peer.py, llama-server with
+    --no-repack), so none runs a path known wrong here."""
+    settings = Settings()
+    manifest = ModelStore(settings.data_dir).get(DEFAULT_MODEL)
+    key = manifest.sha256 if manifest else gguf
+    return KernelCheck(settings.self_checks_dir).verdict(Path(gguf), key).require()
+
+
+def llama_cpp_server(gguf: str, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.llama_cpp_peer",
+            "--repack", str(int(kernel_plan(gguf).repack)), "--model", gguf, *flags]
+
+
+def llama_server(binary: Path, gguf: str, *flags: str) -> list[str]:
+    repack = [] if kernel_plan(gguf).repack else ["--no-repack"]
+    return [str(binary), "-m", gguf, *repack, *flags]
+
+
 def cache_peers(args: argparse.Namespace, gguf: str, *llama_cpp_flags: str
                 ) -> list[tuple[str, list[str]]]:
     """mlxjan and its peers at an 8k context (llama-server: 4 slots sharing 32k), by name."""
@@ -138,13 +159,13 @@ def cache_peers(args: argparse.Namespace, gguf: str, *llama_cpp_flags: str
     peers = [
         ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
                     "--context-length", "8192", "--log-level", "warning"]),
-        ("llama_cpp.server", [sys.executable, "-m", "llama_cpp.server", "--model", gguf,
-                              "--n_ctx", "8192", "--n_threads", threads,
-                              "--model_alias", DEFAULT_MODEL, *llama_cpp_flags]),
+        ("llama_cpp.server", llama_cpp_server(gguf, "--n_ctx", "8192", "--n_threads", threads,
+                                              "--model_alias", DEFAULT_MODEL,
+                                              *llama_cpp_flags)),
     ]
     if args.llama_server:
-        peers.append(("llama-server -np 4", [str(args.llama_server), "-m", gguf, "-np", "4",
-                                             "-c", "32768", "-t", threads, "--jinja"]))
+        peers.append(("llama-server -np 4", llama_server(
+            args.llama_server, gguf, "-np", "4", "-c", "32768", "-t", threads, "--jinja")))
     return peers
 
 
@@ -157,14 +178,13 @@ def main() -> int:
         ("mlxjan (tool grammar on)", mlxjan, {}),
         ("mlxjan (tool grammar off)", mlxjan, {"MLXJAN_TOOL_GRAMMAR": "false"}),
         ("llama_cpp.server chatml-function-calling",
-         [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--n_ctx", "4096",
-          "--n_threads", threads, "--chat_format", "chatml-function-calling",
-          "--model_alias", DEFAULT_MODEL], {}),
+         llama_cpp_server(gguf, "--n_ctx", "4096", "--n_threads", threads, "--chat_format",
+                          "chatml-function-calling", "--model_alias", DEFAULT_MODEL), {}),
     ]
     if args.llama_server:
-        peers.append(("llama-server --jinja", [str(args.llama_server), "-m", gguf, "--jinja",
-                                               "-c", "4096", "-t", threads,
-                                               "--alias", DEFAULT_MODEL], {}))
+        peers.append(("llama-server --jinja", llama_server(
+            args.llama_server, gguf, "--jinja", "-c", "4096", "-t", threads, "--alias",
+            DEFAULT_MODEL), {}))
     n = len(PROMPTS)
     print(f"{'server':42} {'auto valid':>10} {'auto right':>10} {'req valid':>10} "
           f"{'req right':>10}   (of {n})")
