@@ -1,36 +1,86 @@
 """End-to-end fixtures: the real `mlxjan serve` process with the real default model.
 
-The model is fetched into the user's data dir (or MLXJAN_HOME) once and reused by later runs.
+Every mlxjan process a test starts gets `e2e_env()`: none of the developer's `MLXJAN_*`
+variables, no config file, and the suite's own data dir `e2e_home()` (never the user's),
+which persists so that the models are fetched once and reused by later runs.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import openai
 import pytest
 
-from mlxjan.settings import DEFAULT_MODEL, Settings
+from mlxjan.settings import DEFAULT_MODEL
+from tests.conftest import without_user_settings
 from tests.serving import free_port, wait_until_up
+
+
+@functools.cache
+def e2e_home() -> Path:
+    """The suite's data dir: not the user's, and kept between runs (the default model is 490 MB)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "mlxjan-tests" / "home"
+
+
+def e2e_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for an mlxjan process: no user settings, `e2e_home()`, then `extra`."""
+    return {**without_user_settings(os.environ), "MLXJAN_HOME": str(e2e_home()),
+            "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def pull(model_id: str) -> Path:
+    """`mlxjan pull model_id` into `e2e_home()` (a no-op when present); its weights' path."""
+    from mlxjan.models.store import ModelStore
+
+    subprocess.run([sys.executable, "-m", "mlxjan", "pull", model_id, "--quiet"], check=True,
+                   env=e2e_env())
+    store = ModelStore(e2e_home())
+    manifest = store.get(model_id)
+    assert manifest is not None
+    return store.weights_path(manifest)
 
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
     """Install the default model (a no-op when present) and return its GGUF path."""
-    subprocess.run([sys.executable, "-m", "mlxjan", "pull", DEFAULT_MODEL, "--quiet"],
-                   check=True)
-    from mlxjan.models.store import ModelStore
+    return pull(DEFAULT_MODEL)
 
-    store = ModelStore(Settings().data_dir)
-    manifest = store.get(DEFAULT_MODEL)
-    assert manifest is not None
-    return store.weights_path(manifest)
+
+def _pinned_llama_cpp() -> str:
+    """The llama-cpp-python version mlxjan's metadata pins (`==`), from pyproject.toml."""
+    for requirement in metadata.requires("mlxjan") or []:
+        match = re.fullmatch(r"llama[-_.]cpp[-_.]python\s*==\s*([\w.+!-]+)\s*(;.*)?",
+                             requirement.strip(), flags=re.IGNORECASE)
+        if match:
+            return match[1]
+    raise AssertionError("the installed mlxjan does not pin llama-cpp-python with '==': "
+                         "reinstall it (`pip install -e '.[dev]'`)")
+
+
+@pytest.fixture(scope="session")
+def pinned_llama_cpp() -> str:
+    """For tests that compare exact llama.cpp outputs: fail unless llama.cpp is the pinned one.
+
+    Greedy tokens and tokenisations move between llama.cpp releases; these tests are only
+    meaningful on the version they were written against.
+    """
+    pinned, installed = _pinned_llama_cpp(), metadata.version("llama-cpp-python")
+    if installed != pinned:
+        pytest.fail(f"this test compares exact llama.cpp outputs and needs the pinned "
+                    f"llama-cpp-python=={pinned}, but {installed} is installed: run "
+                    f"`pip install -e '.[dev]'`", pytrace=False)
+    return installed
 
 
 @dataclass
@@ -60,7 +110,7 @@ def serve_process(log_dir: Path, *args: str, port: int | None = None,
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlxjan", "serve", "--port", str(port), *args],
             stdout=sink, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+            env=e2e_env(env))
     server = ServerProcess(f"http://127.0.0.1:{port}", port, proc, log)
     try:
         try:

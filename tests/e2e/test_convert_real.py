@@ -6,15 +6,14 @@ from mlx-lm and from llama.cpp on the same prompt tokens.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from converters.gguf_to_mlx import ConvertOptions, convert_gguf
-from converters.tiny import installed_gguf, make_tiny_model
+from converters.tiny import make_tiny_model
+from tests.e2e.conftest import pull
 
 pytestmark = pytest.mark.e2e
 
@@ -31,9 +30,7 @@ TEXTS = [
 def gguf_path(request: pytest.FixtureRequest, default_model_path: Path) -> Path:
     model_id: str = request.param
     if model_id != "qwen2.5-coder-0.5b-instruct":
-        subprocess.run([sys.executable, "-m", "mlxjan", "pull", model_id, "--quiet"],
-                       check=True)
-        return installed_gguf(model_id)
+        return pull(model_id)
     return default_model_path
 
 
@@ -50,6 +47,7 @@ def llama_vocab(gguf_path: Path) -> Any:
     return llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
 
 
+@pytest.mark.usefixtures("pinned_llama_cpp")  # exact llama.cpp tokens
 def test_tokenizer_matches_llama_cpp(gguf_path: Path, float_model: Path) -> None:
     from tokenizers import Tokenizer
 
@@ -60,6 +58,7 @@ def test_tokenizer_matches_llama_cpp(gguf_path: Path, float_model: Path) -> None
                                                         special=True), text
 
 
+@pytest.mark.usefixtures("pinned_llama_cpp")  # exact llama.cpp tokens
 def test_greedy_tokens_match_llama_cpp(gguf_path: Path, float_model: Path) -> None:
     import llama_cpp
     import mlx_lm

@@ -3,7 +3,6 @@ an MLX folder served by `mlxjan serve --engine mlx`."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,9 +15,8 @@ from openai.types.chat import ChatCompletion
 from mlxjan.models.catalog import CATALOG
 from mlxjan.models.hf import HfRef, HubConfig, pull_hf
 from mlxjan.models.store import ModelStore
-from mlxjan.settings import Settings
 from mlxjan.testing.hub import HubStandIn
-from tests.e2e.conftest import serve_process
+from tests.e2e.conftest import e2e_env, pull, serve_process
 from tests.serving import running
 
 GEMMA = CATALOG["gemma-3-270m"]
@@ -30,11 +28,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def gemma_gguf() -> Path:
     """The catalog's gemma-3-270m GGUF (253 MB, the smaller real model), installed once."""
-    subprocess.run([sys.executable, "-m", "mlxjan", "pull", GEMMA.id, "--quiet"], check=True)
-    store = ModelStore(Settings().data_dir)
-    manifest = store.get(GEMMA.id)
-    assert manifest is not None
-    return store.weights_path(manifest)
+    return pull(GEMMA.id)
 
 
 def _serve_and_ask(tmp_path: Path, engine: str, model: str, text: str,
@@ -64,7 +58,7 @@ def test_pulled_gguf_serves_a_chat_completion(gemma_gguf: Path, hub: tuple[HubSt
     (repo / GEMMA.filename).symlink_to(gemma_gguf)  # served straight from the store
     (repo / "README.md").write_text("# gemma\n")
     commit = stand_in.add_commit(GEMMA_REPO, repo)
-    env = {**os.environ, "MLXJAN_HOME": str(tmp_path / "home"), "MLXJAN_HF_ENDPOINT": url}
+    env = e2e_env({"MLXJAN_HOME": str(tmp_path / "home"), "MLXJAN_HF_ENDPOINT": url})
     subprocess.run([sys.executable, "-m", "mlxjan", "pull", f"{GEMMA_REPO}:{GEMMA.filename}",
                     "--quiet"], check=True, env=env)
 

@@ -35,6 +35,7 @@ def _greedy(client: openai.OpenAI, **kw: object) -> openai.types.chat.ChatComple
         model=DEFAULT_MODEL, temperature=0.0, **kw)
 
 
+@pytest.mark.usefixtures("pinned_llama_cpp")  # exact llama.cpp text
 def test_first_tokens_agree_with_llamacpp(mlx_client: openai.OpenAI,
                                           client: openai.OpenAI) -> None:
     ours = _greedy(mlx_client, messages=QUESTION, max_tokens=8)

@@ -5,7 +5,6 @@ Run against real `mlxjan serve` processes (the security checks need no model loa
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from mlxjan.settings import DEFAULT_MODEL
-from tests.e2e.conftest import ServerProcess, serve_process
+from tests.e2e.conftest import ServerProcess, e2e_env, serve_process
 
 pytestmark = pytest.mark.e2e
 KEY = "e2e-secret-key"
@@ -119,14 +118,14 @@ def test_traversal_model_id_is_refused(keyed: ServerProcess) -> None:
 def test_non_loopback_bind_without_key_refuses_to_start(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "mlxjan", "serve", "--host", "0.0.0.0",
                            "--port", "1"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "MLXJAN_API_KEY": ""})
+                          env=e2e_env({"MLXJAN_API_KEY": ""}))
     assert done.returncode != 0
     assert "without an API key" in done.stderr
 
 
 def test_second_server_on_a_held_port_exits_zero(keyed: ServerProcess) -> None:
     done = subprocess.run([sys.executable, "-m", "mlxjan", "serve", "--port", str(keyed.port)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=e2e_env())
     assert done.returncode == 0
     assert "already running" in done.stderr
 

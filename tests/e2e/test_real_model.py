@@ -11,6 +11,7 @@ import pytest
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.engine.base import ChatMessage
 from mlxjan.settings import DEFAULT_MODEL
+from tests.e2e.conftest import pull
 
 pytestmark = pytest.mark.e2e
 M = DEFAULT_MODEL
@@ -178,11 +179,7 @@ def test_errors_in_openai_shape(client: openai.OpenAI, server_url: str) -> None:
 
 
 def test_model_without_template_continues_plain_text(client: openai.OpenAI) -> None:
-    import subprocess
-    import sys
-
-    subprocess.run([sys.executable, "-m", "mlxjan", "pull", "gemma-3-270m", "--quiet"],
-                   check=True)
+    pull("gemma-3-270m")
     assert "gemma-3-270m" in [m.id for m in client.models.list().data]
     result = client.chat.completions.create(
         model="gemma-3-270m", messages=[{"role": "user", "content": "Monday, Tuesday, Wednesday,"}],
