@@ -14,9 +14,7 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
-from mlxjan.engine.llamacpp_decode import CHUNK, Runtime, load
+from mlxjan.engine.llamacpp_decode import CHUNK, Runtime, evaluate, load, logits_at
 from mlxjan.engine.llamacpp_kernels import PLAIN, REPACKED, KernelCheck, KernelPlan
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
@@ -25,37 +23,17 @@ PROMPT = "def fibonacci(n):\n    " * 200
 DECODE = 64
 
 
-def _decode(runtime: Runtime, tokens: list[int], start: int, logits_last: bool) -> None:
-    import llama_cpp
-
-    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
-    for n, token in enumerate(tokens):
-        batch.token[n], batch.pos[n], batch.n_seq_id[n], batch.seq_id[n][0] = \
-            token, start + n, 1, 0
-        batch.logits[n] = logits_last and n == len(tokens) - 1
-    batch.n_tokens = len(tokens)
-    try:
-        if llama_cpp.llama_decode(runtime.ctx.ctx, batch) != 0:
-            raise RuntimeError("llama_decode failed")
-    finally:
-        llama_cpp.llama_batch_free(batch)
-
-
 def one_round(runtime: Runtime) -> tuple[float, float]:
     """(prefill tok/s, decode tok/s) on a fresh sequence."""
-    import llama_cpp
-
     runtime.ctx.kv_cache_seq_rm(0, 0, -1)
     prompt = runtime.tokenize(PROMPT, False)[:CHUNK]
     began = time.perf_counter()
-    _decode(runtime, prompt, 0, True)
+    evaluate(runtime, prompt, 0, every_logit=False)
     prefill = len(prompt) / (time.perf_counter() - began)
-    vocab = runtime.model.n_vocab()
     began = time.perf_counter()
     for i in range(DECODE):
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(runtime.ctx.ctx, -1),
-                                       shape=(vocab,))
-        _decode(runtime, [int(logits.argmax())], len(prompt) + i, True)
+        token = int(logits_at(runtime, -1).argmax())
+        evaluate(runtime, [token], len(prompt) + i, every_logit=False)
     return prefill, DECODE / (time.perf_counter() - began)
 
 

@@ -111,6 +111,45 @@ def load(weights: Path, context_length: int, threads: int | None, slots: int,
     return Runtime(model, ctx, slots)
 
 
+def evaluate(runtime: Runtime, tokens: list[int], start: int, *, every_logit: bool) -> None:
+    """One llama_decode of `tokens` at positions `start`.. of sequence 0, with logits at
+    every position or at the last only (for checks and measurements; answers use the batch)."""
+    import llama_cpp
+
+    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+    try:
+        for n, token in enumerate(tokens):
+            batch.token[n], batch.pos[n] = token, start + n
+            batch.n_seq_id[n], batch.seq_id[n][0] = 1, 0
+            batch.logits[n] = every_logit or n == len(tokens) - 1
+        batch.n_tokens = len(tokens)
+        code = llama_cpp.llama_decode(runtime.ctx.ctx, batch)
+        if code != 0:
+            raise EngineError(f"llama.cpp failed to evaluate a batch (llama_decode {code})")
+    finally:
+        llama_cpp.llama_batch_free(batch)
+
+
+def logits_at(runtime: Runtime, index: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The logits row of output `index` (-1: the last) of the last llama_decode, in place."""
+    import llama_cpp
+
+    ptr = llama_cpp.llama_get_logits_ith(runtime.ctx.ctx, index)
+    row: np.ndarray[Any, np.dtype[np.float32]] = np.ctypeslib.as_array(
+        ptr, shape=(runtime.model.n_vocab(),))
+    return row
+
+
+def greedy(runtime: Runtime, prompt: list[int], count: int) -> list[int]:
+    """`count` greedy tokens after `prompt`, one llama_decode each, in sequence 0."""
+    evaluate(runtime, prompt, 0, every_logit=False)
+    tokens: list[int] = []
+    while len(tokens) < count:
+        tokens.append(int(logits_at(runtime, -1).argmax()))
+        evaluate(runtime, tokens[-1:], len(prompt) + len(tokens) - 1, every_logit=False)
+    return tokens
+
+
 @dataclass(frozen=True)
 class Restart:
     """When `check` says so, the answer starts again under `grammar`, with `sampling`."""
@@ -147,11 +186,7 @@ def build_sampler(model: LlamaModel, sampling: SamplingParams,
 def token_logprob(runtime: Runtime, index: int, token: int, top: int) -> TokenLogprob:
     """The sampled token's log-probability from the logits at batch `index`, and the `top`
     most likely alternatives."""
-    import llama_cpp
-
-    ptr = llama_cpp.llama_get_logits_ith(runtime.ctx.ctx, index)
-    logits: np.ndarray[Any, np.dtype[np.float32]] = np.ctypeslib.as_array(
-        ptr, shape=(runtime.model.n_vocab(),))
+    logits = logits_at(runtime, index)
     shifted = logits - logits.max()
     logsum = float(np.log(np.exp(shifted).sum()))
 

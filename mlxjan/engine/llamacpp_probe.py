@@ -16,41 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
-from mlxjan.engine.llamacpp_decode import Runtime, load
+from mlxjan.engine.llamacpp_decode import Runtime, evaluate, load, logits_at
 from mlxjan.engine.llamacpp_kernels import KernelPlan
 from mlxjan.engine.selfcheck import PROBE_TEXT, STEPS, Rows, log_softmax
 
 CONTEXT = 256
 
 
-def evaluate(runtime: Runtime, tokens: list[int], steps: int = STEPS) -> Rows:
+def probe_rows(runtime: Runtime, tokens: list[int], steps: int = STEPS) -> Rows:
     """Log-softmax of the logits at every position: the head of `tokens` in one batch, the
     last `steps` tokens one call each."""
-    import llama_cpp
-
     head = len(tokens) - steps
-    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
-    rows: list[Rows] = []
-    try:
-        for start, count in [(0, head)] + [(head + i, 1) for i in range(steps)]:
-            for n in range(count):
-                batch.token[n], batch.pos[n] = tokens[start + n], start + n
-                batch.n_seq_id[n], batch.seq_id[n][0], batch.logits[n] = 1, 0, True
-            batch.n_tokens = count
-            code = llama_cpp.llama_decode(runtime.ctx.ctx, batch)
-            if code != 0:
-                raise RuntimeError(f"llama_decode returned {code}")
-            rows.extend(_row(runtime, n) for n in range(count))
-    finally:
-        llama_cpp.llama_batch_free(batch)
+    evaluate(runtime, tokens[:head], 0, every_logit=True)
+    rows = [log_softmax(logits_at(runtime, n)) for n in range(head)]
+    for i in range(steps):
+        evaluate(runtime, tokens[head + i:head + i + 1], head + i, every_logit=True)
+        rows.append(log_softmax(logits_at(runtime, 0)))
     return np.stack(rows)
-
-
-def _row(runtime: Runtime, index: int) -> Rows:
-    import llama_cpp
-
-    ptr = llama_cpp.llama_get_logits_ith(runtime.ctx.ctx, index)
-    return log_softmax(np.ctypeslib.as_array(ptr, shape=(runtime.model.n_vocab(),)))
 
 
 def build_features() -> list[str]:
@@ -74,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = load(args.weights, CONTEXT, None, 1, KernelPlan(repack=bool(args.repack)))
     add_bos = bool(llama_cpp.llama_vocab_get_add_bos(runtime.model.vocab))
     tokens = runtime.tokenize(PROBE_TEXT, add_bos)
-    np.save(args.out, evaluate(runtime, tokens))
+    np.save(args.out, probe_rows(runtime, tokens))
     runtime.close()
     print(json.dumps({"tokens": tokens, "build": build_features()}))
     return 0

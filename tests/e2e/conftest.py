@@ -21,6 +21,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from mlxjan.engine.llamacpp_decode import Runtime, load, load_model
+from mlxjan.engine.llamacpp_kernels import PLAIN, KernelCheck
 from mlxjan.settings import DEFAULT_MODEL
 from tests.conftest import without_user_settings
 from tests.serving import free_port, wait_until_up
@@ -56,6 +58,28 @@ def default_model_path() -> Path:
     """Install the default model (a no-op when present) and return its GGUF path."""
     return pull(DEFAULT_MODEL)
 
+
+
+@contextmanager
+def llama_runtime(gguf: Path, context_length: int = 256) -> Iterator[Runtime]:
+    """A GGUF in llama.cpp through the engine's one loader, under the kernel plan its
+    self-check chose for this CPU (remembered in the suite's data dir)."""
+    plan = KernelCheck(e2e_home() / "self-checks").verdict(gguf, str(gguf)).require()
+    runtime = load(gguf, context_length, None, 1, plan)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def llama_tokenize(gguf: Path, text: str, *, add_bos: bool, special: bool) -> list[int]:
+    """llama.cpp's own tokens for `text` (the vocabulary alone, loaded the one way)."""
+    model = load_model(gguf, PLAIN, vocab_only=True)
+    try:
+        tokens: list[int] = model.tokenize(text.encode(), add_bos, special)
+        return tokens
+    finally:
+        model.close()
 
 def _pinned_llama_cpp() -> str:
     """The llama-cpp-python version mlxjan's metadata pins (`==`), from pyproject.toml."""

@@ -7,13 +7,13 @@ from mlx-lm and from llama.cpp on the same prompt tokens.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from converters.gguf_to_mlx import ConvertOptions, convert_gguf
 from converters.tiny import make_tiny_model
-from tests.e2e.conftest import pull
+from mlxjan.engine.llamacpp_decode import greedy
+from tests.e2e.conftest import llama_runtime, llama_tokenize, pull
 
 pytestmark = pytest.mark.e2e
 
@@ -41,26 +41,18 @@ def float_model(gguf_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
-def llama_vocab(gguf_path: Path) -> Any:
-    import llama_cpp
-
-    return llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
-
-
 @pytest.mark.usefixtures("pinned_llama_cpp")  # exact llama.cpp tokens
 def test_tokenizer_matches_llama_cpp(gguf_path: Path, float_model: Path) -> None:
     from tokenizers import Tokenizer
 
     ours = Tokenizer.from_file(str(float_model / "tokenizer.json"))
-    theirs = llama_vocab(gguf_path)
     for text in TEXTS:
-        assert ours.encode(text).ids == theirs.tokenize(text.encode(), add_bos=True,
-                                                        special=True), text
+        assert ours.encode(text).ids == llama_tokenize(gguf_path, text, add_bos=True,
+                                                       special=True), text
 
 
 @pytest.mark.usefixtures("pinned_llama_cpp")  # exact llama.cpp tokens
 def test_greedy_tokens_match_llama_cpp(gguf_path: Path, float_model: Path) -> None:
-    import llama_cpp
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler
 
@@ -73,13 +65,8 @@ def test_greedy_tokens_match_llama_cpp(gguf_path: Path, float_model: Path) -> No
         prompt = tokenizer.encode("Monday, Tuesday, Wednesday,")
     ours = [r.token for r in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=8,
                                                     sampler=make_sampler(0.0))]
-    llm = llama_cpp.Llama(str(gguf_path), n_ctx=256, verbose=False)
-    theirs: list[int] = []
-    for token in llm.generate(prompt, temp=0.0, top_k=1):
-        theirs.append(token)
-        if len(theirs) == len(ours):
-            break
-    llm.close()
+    with llama_runtime(gguf_path) as runtime:
+        theirs = greedy(runtime, list(prompt), len(ours))
     assert ours == theirs, (tokenizer.decode(ours), tokenizer.decode(theirs))
 
 

@@ -11,7 +11,7 @@ import pytest
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.engine.base import ChatMessage
 from mlxjan.settings import DEFAULT_MODEL
-from tests.e2e.conftest import pull
+from tests.e2e.conftest import llama_tokenize, pull
 
 pytestmark = pytest.mark.e2e
 M = DEFAULT_MODEL
@@ -74,24 +74,21 @@ def test_stop_string_ends_answer_without_appearing(client: openai.OpenAI) -> Non
 
 def test_usage_matches_real_tokenisation(client: openai.OpenAI,
                                          default_model_path: Path) -> None:
-    import llama_cpp
-
     from mlxjan.models.gguf_meta import read_gguf_info
 
     messages = [ChatMessage("system", "Be terse."), ChatMessage("user", "Say hi.")]
     template = ChatTemplate(read_gguf_info(default_model_path).chat_template)
-    vocab = llama_cpp.Llama(str(default_model_path), vocab_only=True, verbose=False)
-    expected = len(vocab.tokenize(template.render(tuple(messages)).encode(), add_bos=False,
-                                  special=True))
+    expected = len(llama_tokenize(default_model_path, template.render(tuple(messages)),
+                                  add_bos=False, special=True))
     result = client.chat.completions.create(model=M, max_tokens=10, messages=[
         {"role": "system", "content": "Be terse."}, {"role": "user", "content": "Say hi."}],
         **GREEDY)  # type: ignore[arg-type]
     assert result.usage is not None
     assert result.usage.prompt_tokens == expected
     content = result.choices[0].message.content or ""
-    answer_tokens = len(vocab.tokenize(content.encode(), add_bos=False, special=False))
+    answer_tokens = len(llama_tokenize(default_model_path, content, add_bos=False,
+                                       special=False))
     # The EOS token ends generation and is not counted; re-tokenising may merge differently.
-    vocab.close()
     assert abs(result.usage.completion_tokens - answer_tokens) <= 1
     assert result.usage.total_tokens == result.usage.prompt_tokens + \
         result.usage.completion_tokens
