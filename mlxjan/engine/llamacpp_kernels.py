@@ -105,7 +105,8 @@ def check(weights: Path, probe: Probe, cpu: CpuInfo) -> Verdict:
         return Verdict(PLAIN, "plain kernels failed", refused=(
             f"llama.cpp's plain kernels fail on this CPU ({failure}) for {weights.name}. "
             "llama-cpp-python may have been built for another processor: reinstall it here "
-            "with `pip install --force-reinstall --no-cache-dir llama-cpp-python`."))
+            "with `pip install --force-reinstall --no-cache-dir "
+            f"llama-cpp-python=={version('llama-cpp-python')}`."))
     plausible = plausibility(reference.rows, reference.tokens)
     if plausible < MIN_PLAUSIBLE:
         log.warning("%s: the plain kernels predict the self-check text poorly (%.0f%%); "
