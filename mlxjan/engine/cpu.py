@@ -6,6 +6,7 @@ kernel paths and thread counts without importing llama.cpp or MLX.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -40,6 +41,7 @@ class CpuInfo:
                 f"({self.logical_cores} logical), {' '.join(wide) or 'no AVX2'}")
 
 
+@functools.cache  # the processor does not change while the process runs
 def cpu_info() -> CpuInfo:
     logical = os.cpu_count() or 1
     if sys.platform == "linux":

@@ -29,6 +29,7 @@ from mlxjan.chat.tool_calls import (
 from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest
 from mlxjan.engine.cache_store import DiskCacheConfig
+from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.generation import Decoder
 from mlxjan.engine.llamacpp_batch import Answer, Batch
 from mlxjan.engine.llamacpp_decode import (
@@ -71,7 +72,7 @@ class LlamaCppEngine:
         self.tool_grammar = tool_grammar
         self.weights = weights
         self.context_length = context_length
-        self.threads = threads
+        self.threads = threads or cpu_info().physical_cores
         self._template_source = chat_template
         self._thread = EngineThread(f"llamacpp-{model_id}", background=self._step)
         self._runtime: Runtime | None = None
@@ -92,9 +93,9 @@ class LlamaCppEngine:
         verdict = self._kernels.verdict(self.weights, self._model_key)
         self._verdict = verdict
         plan = verdict.require()
-        threads = context_params(self.context_length, self.threads, self.slots)["n_threads"]
         log.info("loading %s (%d slots of %d tokens, %d threads, %s: %s)", self.weights,
-                 self.slots, self.context_length, threads, plan.describe(), verdict.detail)
+                 self.slots, self.context_length, self.threads, plan.describe(),
+                 verdict.detail)
         runtime = load(self.weights, self.context_length, self.threads, self.slots, plan)
         self._cache.open_disk()
         model = runtime.model
@@ -127,7 +128,7 @@ class LlamaCppEngine:
         batch = self._batch
         return {"engine": "llamacpp", "model": self.model_id, "loaded": batch is not None,
                 "context_length": self.context_length,
-                "threads": context_params(self.context_length, self.threads, 1)["n_threads"],
+                "threads": self.threads,
                 "kernels": self._verdict.detail if self._verdict else None,
                 "batch": {"running": batch.running if batch else 0,
                           "waiting": batch.waiting if batch else 0, "max": self.slots,
