@@ -106,7 +106,7 @@ class LlamaCppEngine:
             eos_token=_token_text(runtime, model.token_eos()),
         )
         self._runtime = runtime
-        self._batch = Batch(runtime, self._cache, self._decoder)
+        self._batch = Batch(runtime, self._cache, self._decoder, self._thread.outbox.flush)
         return self._batch
 
     async def unload(self) -> None:

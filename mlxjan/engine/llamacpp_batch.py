@@ -84,13 +84,16 @@ Call = list[tuple[Slot, int, bool]]
 
 class Batch:
     def __init__(self, runtime: Runtime, cache: PromptCache[KvState],
-                 decoder_for: Callable[[Answer, int], Decoder]) -> None:
-        """`decoder_for(answer, cached)` makes an admitted answer's Decoder."""
+                 decoder_for: Callable[[Answer, int], Decoder],
+                 flush: Callable[[], None] = lambda: None) -> None:
+        """`decoder_for(answer, cached)` makes an admitted answer's Decoder; `flush` hands
+        the events emitted so far to their streams (before each decode, which takes long)."""
         import llama_cpp
 
         self.runtime = runtime
         self.cache = cache
         self._decoder_for = decoder_for
+        self._flush = flush
         self.slots = [Slot(seq) for seq in range(runtime.slots)]
         self._waiting: deque[Answer] = deque()
         self._clock = 0
@@ -249,6 +252,7 @@ class Batch:
                 n += 1
             rows.append(n - 1)
         batch.n_tokens = n
+        self._flush()
         code = llama_cpp.llama_decode(self.runtime.ctx.ctx, batch)
         if code != 0:
             raise EngineError(f"llama.cpp failed to evaluate a batch (llama_decode {code})")

@@ -3,6 +3,11 @@
 MLX streams are thread-local and llama.cpp contexts are not thread-safe, so each engine owns
 one thread that loads its model and runs every job; asyncio talks to it through futures and
 queues fed with `loop.call_soon_threadsafe`. Jobs run one at a time, in order.
+
+Streamed events leave the thread through an Outbox: held while a job or a background step
+runs, then handed over together (a batch flushes before each decode too), so a step of four
+answers wakes the event loop once instead of four times, and the wake-up itself is made by
+a hand-off thread, off the decode loop's path.
 """
 
 from __future__ import annotations
@@ -34,19 +39,74 @@ _END = object()
 _STOP = object()
 
 
-class Sink:
-    """Where an engine-thread producer sends one stream's events; thread-safe."""
+Item = Event | _Failed | object
 
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 events: asyncio.Queue[Event | _Failed | object]) -> None:
-        self._loop = loop
-        self._events = events
+
+class Outbox:
+    """Events on their way from the engine thread to their streams' event loops, held until
+    `flush` passes them, together, to a hand-off thread that wakes each loop once.
+
+    The wake-up is a write to the loop's self-pipe, after which the woken loop usually holds
+    the GIL until it has written the event out; made from the engine thread, that wait comes
+    between two decodes. The hand-off thread waits instead, while the next decode runs."""
+
+    def __init__(self, name: str) -> None:
+        self._held: list[tuple[Sink, Item]] = []
+        self._handoffs: queue.SimpleQueue[list[tuple[Sink, Item]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._hand_off, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, sink: Sink, item: Item) -> None:
+        """Hold an event (engine thread only)."""
+        self._held.append((sink, item))
+
+    def flush(self) -> None:
+        """Send what is held (engine thread only)."""
+        if self._held:
+            held, self._held = self._held, []
+            self._handoffs.put(held)
+
+    def close(self, timeout: float) -> None:
+        self.flush()
+        self._handoffs.put(None)
+        self._thread.join(timeout)
+
+    def _hand_off(self) -> None:
+        while (held := self._handoffs.get()) is not None:
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sink, Item]]] = {}
+            for sink, item in held:
+                by_loop.setdefault(sink.loop, []).append((sink, item))
+            for loop, items in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_deliver, items)
+                except RuntimeError:  # the loop closed under late events (server shutdown)
+                    for sink, _ in items:
+                        sink.cancelled.set()
+
+
+def _deliver(items: list[tuple[Sink, Item]]) -> None:
+    for sink, item in items:
+        sink.events.put_nowait(item)
+
+
+class Sink:
+    """Where an engine-thread producer sends one stream's events, through the thread's
+    outbox (or straight to the loop without one); the consumer side only sets `cancelled`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Item],
+                 outbox: Outbox | None = None) -> None:
+        self.loop = loop
+        self.events = events
+        self._outbox = outbox
         self.cancelled = threading.Event()  # set when the consumer has gone
         self.closed = False
 
-    def _put(self, item: Event | _Failed | object) -> None:
+    def _put(self, item: Item) -> None:
+        if self._outbox is not None:
+            self._outbox.put(self, item)
+            return
         try:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, item)
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
         except RuntimeError:  # the loop closed under a late event (server shutdown)
             self.cancelled.set()
 
@@ -70,24 +130,34 @@ class Sink:
 class EngineThread:
     def __init__(self, name: str, background: Callable[[], bool] | None = None) -> None:
         """`background` is called between jobs while it returns True (work in progress, e.g.
-        a decode step of a batch); jobs queued meanwhile run between its calls."""
+        a decode step of a batch); every job queued meanwhile runs before the next call, so
+        requests that arrive together start in the same step."""
         self._jobs: queue.SimpleQueue[Callable[[], None] | object] = queue.SimpleQueue()
         self._background = background
+        self.outbox = Outbox(f"{name}-handoff")
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         busy = False
         while True:
-            try:
-                job = self._jobs.get_nowait() if busy else self._jobs.get()
-            except queue.Empty:
-                job = None
-            if job is _STOP:
-                return
-            if callable(job):
-                job()
+            for job in self._queued(wait=not busy):
+                if job is _STOP:
+                    return
+                if callable(job):
+                    job()
+            self.outbox.flush()
             busy = self._background is not None and self._background()
+            self.outbox.flush()
+
+    def _queued(self, wait: bool) -> list[Callable[[], None] | object]:
+        """Every job queued now (after waiting for one, with `wait`)."""
+        jobs = [self._jobs.get()] if wait else []
+        while True:
+            try:
+                jobs.append(self._jobs.get_nowait())
+            except queue.Empty:
+                return jobs
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run fn on the engine thread and return its result (or raise its exception)."""
@@ -120,8 +190,12 @@ class EngineThread:
         checks between steps; a job still queued then never starts.
         """
         def start(sink: Sink) -> None:
+            def emit(event: Event) -> None:  # a producer that runs a while: each event now
+                sink.emit(event)
+                self.outbox.flush()
+
             try:
-                produce(sink.emit, sink.cancelled)
+                produce(emit, sink.cancelled)
             except Exception as exc:
                 sink.fail(exc)
             finally:
@@ -133,8 +207,8 @@ class EngineThread:
         """Call `start(sink)` on the thread; yield what is emitted into the sink until it is
         closed. The sink may outlive `start` (a batch keeps it until the answer is done)."""
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event | _Failed | object] = asyncio.Queue()
-        sink = Sink(loop, events)
+        events: asyncio.Queue[Item] = asyncio.Queue()
+        sink = Sink(loop, events, self.outbox)
 
         def job() -> None:
             if sink.cancelled.is_set():
@@ -158,3 +232,4 @@ class EngineThread:
     def close(self, timeout: float = 10.0) -> None:
         self._jobs.put(_STOP)
         self._thread.join(timeout)
+        self.outbox.close(timeout)
