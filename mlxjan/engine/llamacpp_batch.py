@@ -26,6 +26,7 @@ from mlxjan.engine.base import SamplingParams, Started
 from mlxjan.engine.generation import Decoder, SampledToken
 from mlxjan.engine.llamacpp_decode import (
     CHUNK,
+    LONE_PROMPT_BATCH,
     KvState,
     Restart,
     Runtime,
@@ -99,7 +100,8 @@ class Batch:
         self._clock = 0
         self.pace = Pace()
         self._step_count = 0
-        self._batch = llama_cpp.llama_batch_init(CHUNK + runtime.slots, 0, 1)
+        self._capacity = LONE_PROMPT_BATCH + runtime.slots
+        self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
 
     @property
     def running(self) -> int:
@@ -217,7 +219,8 @@ class Batch:
 
     def _plan(self) -> list[Call]:
         """This step's decodes: a token for each of the decoding answers whose turn it is
-        (as many as the pace says), then prompt chunks, up to CHUNK tokens in all.
+        (as many as the pace says), then prompt chunks, up to CHUNK tokens in all (up to
+        LONE_PROMPT_BATCH while none is decoding, which then waits for no one).
 
         A prompt is evaluated apart from other sequences, and its chunks end on multiples of
         CHUNK: its logits come out as when it runs alone (batch shapes change llama.cpp's
@@ -229,11 +232,13 @@ class Batch:
                           key=lambda s: s.advanced)
         group = [(slot, 1, True) for slot in decoding[:self.pace.group(len(decoding))]]
         calls = [group] if group else []
+        limit = CHUNK if decoding else LONE_PROMPT_BATCH
         prompt_tokens = 0
         for slot in filter(_prefilling, busy):
             pending = _pending(slot)
-            count = min(len(pending), CHUNK - len(slot.tokens) % CHUNK)
-            if prompt_tokens and prompt_tokens + count > CHUNK:
+            off_grid = len(slot.tokens) % CHUNK
+            count = min(len(pending), CHUNK - off_grid if off_grid else limit)
+            if prompt_tokens and prompt_tokens + count > limit:
                 break
             calls.append([(slot, count, count == len(pending))])
             prompt_tokens += count
@@ -244,6 +249,8 @@ class Batch:
         import llama_cpp
 
         batch, n, rows = self._batch, 0, []
+        if sum(count for _, count, _ in call) > self._capacity:  # would write past its arrays
+            raise EngineError("a decode planned more tokens than its llama_batch holds")
         for slot, count, logits in call:
             for offset, token in enumerate(_pending(slot)[:count]):
                 batch.token[n], batch.pos[n] = token, len(slot.tokens) + offset

@@ -32,6 +32,10 @@ AttemptCheck = Callable[[str], "bool | None"]
 # ends its chunks on multiples of it, so a prompt's last chunk (and with it the logits) is
 # the same whatever prefix was cached, and seeded sampling gives the same text warm or cold.
 CHUNK = 512
+# Prompt tokens in one llama_decode while no answer is decoding (the context's n_batch):
+# llama.cpp cuts it into CHUNK-token ubatches from its start, so a call that starts on the
+# grid computes what CHUNK-sized calls would, with less work between them (5% faster here).
+LONE_PROMPT_BATCH = 4 * CHUNK
 PENALTY_LAST_N = 64  # llama-cpp-python's default window for the repetition penalties
 
 
@@ -68,7 +72,7 @@ def context_params(context_length: int, threads: int | None, slots: int) -> dict
     """
     threads = threads or cpu_info().physical_cores
     return {"n_ctx": context_length * slots, "n_seq_max": slots, "kv_unified": False,
-            "n_batch": 4 * CHUNK, "n_ubatch": CHUNK, "flash_attn": True,
+            "n_batch": LONE_PROMPT_BATCH, "n_ubatch": CHUNK, "flash_attn": True,
             "n_threads": threads, "n_threads_batch": threads}
 
 

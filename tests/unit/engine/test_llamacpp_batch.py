@@ -13,7 +13,7 @@ import pytest
 from mlxjan.engine.base import SamplingParams
 from mlxjan.engine.generation import Decoder
 from mlxjan.engine.llamacpp_batch import Answer, Batch, Slot
-from mlxjan.engine.llamacpp_decode import CHUNK, Runtime
+from mlxjan.engine.llamacpp_decode import CHUNK, LONE_PROMPT_BATCH, Runtime
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.worker import Sink
 
@@ -49,10 +49,22 @@ def test_prompt_chunks_end_on_the_grid_each_in_its_own_decode(batch: Batch) -> N
 
 
 def test_one_prompt_chunk_per_step_when_it_fills_the_step(batch: Batch) -> None:
+    decoding, first, second = batch.slots
+    _busy(decoding, 40, 1, used=1, generated=1)
+    _busy(first, 0, 3 * CHUNK, used=2)
+    _busy(second, 0, 10, used=3)
+    assert batch._plan() == [[(decoding, 1, True)], [(first, CHUNK, False)]]
+
+
+def test_with_none_decoding_a_prompt_takes_a_whole_batch_from_the_grid(batch: Batch) -> None:
     first, second, _ = batch.slots
-    _busy(first, 0, 3 * CHUNK, used=1)
+    _busy(first, 100, 5000, used=1)  # off the grid: first up to the next multiple of CHUNK
     _busy(second, 0, 10, used=2)
-    assert batch._plan() == [[(first, CHUNK, False)]]
+    assert batch._plan() == [[(first, CHUNK - 100, False)], [(second, 10, True)]]
+    _busy(first, CHUNK, 5000, used=1)  # on the grid: as much as one decode takes
+    assert batch._plan() == [[(first, LONE_PROMPT_BATCH, False)]]
+    _busy(first, CHUNK, 30, used=1)
+    assert batch._plan() == [[(first, 30, True)], [(second, 10, True)]]
 
 
 def test_a_prompt_s_last_token_is_not_mixed_with_decoding_answers(batch: Batch) -> None:
