@@ -29,7 +29,7 @@ from mlxjan.settings import DEFAULT_MODEL
 
 STREAMS = 4
 MAX_TOKENS = 128
-ROUNDS = 2
+ROUNDS = 3
 
 
 def answer(url: str, n: int) -> tuple[int, float]:

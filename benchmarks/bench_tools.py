@@ -27,6 +27,7 @@ import httpx
 import jsonschema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.llamacpp_kernels import KernelCheck, KernelPlan
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
@@ -123,13 +124,24 @@ def peer_args() -> tuple[argparse.Namespace, str]:
     """Command-line options shared by the peer benchmarks, and the default model's GGUF."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--llama-server", type=Path, help="a llama-server binary to compare")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--threads", type=int,
+                        help="for every server (default: mlxjan picks its own; the peers get "
+                             "one per physical core, as llama.cpp's default)")
     args = parser.parse_args()
     store = ModelStore(Settings().data_dir)
     manifest = store.get(DEFAULT_MODEL)
     if manifest is None:
         raise SystemExit(f"run `mlxjan pull {DEFAULT_MODEL}` first")
     return args, str(store.weights_path(manifest))
+
+
+def peer_threads(args: argparse.Namespace) -> str:
+    return str(args.threads or cpu_info().physical_cores)
+
+
+def mlxjan_threads(args: argparse.Namespace) -> list[str]:
+    """mlxjan as shipped unless --threads was given."""
+    return ["--threads", str(args.threads)] if args.threads else []
 
 
 def kernel_plan(gguf: str) -> KernelPlan:
@@ -155,9 +167,9 @@ def llama_server(binary: Path, gguf: str, *flags: str) -> list[str]:
 def cache_peers(args: argparse.Namespace, gguf: str, *llama_cpp_flags: str
                 ) -> list[tuple[str, list[str]]]:
     """mlxjan and its peers at an 8k context (llama-server: 4 slots sharing 32k), by name."""
-    threads = str(args.threads)
+    threads = peer_threads(args)
     peers = [
-        ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
+        ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", *mlxjan_threads(args),
                     "--context-length", "8192", "--log-level", "warning"]),
         ("llama_cpp.server", llama_cpp_server(gguf, "--n_ctx", "8192", "--n_threads", threads,
                                               "--model_alias", DEFAULT_MODEL,
@@ -171,8 +183,8 @@ def cache_peers(args: argparse.Namespace, gguf: str, *llama_cpp_flags: str
 
 def main() -> int:
     args, gguf = peer_args()
-    threads = str(args.threads)
-    mlxjan = [sys.executable, "-m", "mlxjan", "serve", "--threads", threads,
+    threads = peer_threads(args)
+    mlxjan = [sys.executable, "-m", "mlxjan", "serve", *mlxjan_threads(args),
               "--context-length", "4096", "--log-level", "warning"]
     peers: list[tuple[str, list[str], dict[str, str]]] = [
         ("mlxjan (tool grammar on)", mlxjan, {}),

@@ -6,8 +6,8 @@ queues fed with `loop.call_soon_threadsafe`. Jobs run one at a time, in order.
 
 Streamed events leave the thread through an Outbox: held while a job or a background step
 runs, then handed over together (a batch flushes before each decode too), so a step of four
-answers wakes the event loop once instead of four times, and the wake-up itself is made by
-a hand-off thread, off the decode loop's path.
+answers wakes the event loop once, not four times: each wake-up is a syscall on the engine
+thread, after which the woken loop usually holds the GIL while the engine thread waits.
 """
 
 from __future__ import annotations
@@ -44,44 +44,27 @@ Item = Event | _Failed | object
 
 class Outbox:
     """Events on their way from the engine thread to their streams' event loops, held until
-    `flush` passes them, together, to a hand-off thread that wakes each loop once.
+    `flush` hands them over together: one wake-up per loop per flush. Engine thread only."""
 
-    The wake-up is a write to the loop's self-pipe, after which the woken loop usually holds
-    the GIL until it has written the event out; made from the engine thread, that wait comes
-    between two decodes. The hand-off thread waits instead, while the next decode runs."""
-
-    def __init__(self, name: str) -> None:
+    def __init__(self) -> None:
         self._held: list[tuple[Sink, Item]] = []
-        self._handoffs: queue.SimpleQueue[list[tuple[Sink, Item]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._hand_off, name=name, daemon=True)
-        self._thread.start()
 
     def put(self, sink: Sink, item: Item) -> None:
-        """Hold an event (engine thread only)."""
         self._held.append((sink, item))
 
     def flush(self) -> None:
-        """Send what is held (engine thread only)."""
-        if self._held:
-            held, self._held = self._held, []
-            self._handoffs.put(held)
-
-    def close(self, timeout: float) -> None:
-        self.flush()
-        self._handoffs.put(None)
-        self._thread.join(timeout)
-
-    def _hand_off(self) -> None:
-        while (held := self._handoffs.get()) is not None:
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sink, Item]]] = {}
-            for sink, item in held:
-                by_loop.setdefault(sink.loop, []).append((sink, item))
-            for loop, items in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(_deliver, items)
-                except RuntimeError:  # the loop closed under late events (server shutdown)
-                    for sink, _ in items:
-                        sink.cancelled.set()
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sink, Item]]] = {}
+        for sink, item in held:
+            by_loop.setdefault(sink.loop, []).append((sink, item))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop closed under late events (server shutdown)
+                for sink, _ in items:
+                    sink.cancelled.set()
 
 
 def _deliver(items: list[tuple[Sink, Item]]) -> None:
@@ -134,7 +117,7 @@ class EngineThread:
         requests that arrive together start in the same step."""
         self._jobs: queue.SimpleQueue[Callable[[], None] | object] = queue.SimpleQueue()
         self._background = background
-        self.outbox = Outbox(f"{name}-handoff")
+        self.outbox = Outbox()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -143,6 +126,7 @@ class EngineThread:
         while True:
             for job in self._queued(wait=not busy):
                 if job is _STOP:
+                    self.outbox.flush()
                     return
                 if callable(job):
                     job()
@@ -232,4 +216,3 @@ class EngineThread:
     def close(self, timeout: float = 10.0) -> None:
         self._jobs.put(_STOP)
         self._thread.join(timeout)
-        self.outbox.close(timeout)
