@@ -1,10 +1,13 @@
 """How many decoding answers to put in one llama.cpp step: the size that gives the most
 tokens per second, learned from the steps as they run.
 
-llama.cpp's CPU kernels do not make a bigger batch cheaper per token at every size: on a
-two-core AVX-512 machine a step of 2 tokens took 2.4x as long as a step of 1 (worse than
-decoding the two answers in turn), 4 tokens 3.3x, 8 tokens 4.8x. So the batch decodes its
-answers in groups of the size measured best for how many are decoding, taking turns.
+llama.cpp's CPU kernels do not make a bigger batch cheaper per token at every size, and
+which sizes pay differs from CPU to CPU: on a two-core AVX-512 machine a step of 2 tokens
+took 2.4x as long as a step of 1 (worse than decoding the two answers in turn), 4 tokens
+3.3x, 8 tokens 4.8x; on a two-core Zen 3 (AVX2, repacked weights, which are multiplied four
+columns at a time) 2 tokens took 2.1x, 3 tokens 3.3x and 4 tokens 2.7x. So the batch
+decodes its answers in groups of the size measured best, on this machine and under its
+current load, for how many are decoding, taking turns.
 """
 
 from __future__ import annotations
