@@ -74,10 +74,10 @@ def _deliver(items: list[tuple[Sink, Item]]) -> None:
 
 class Sink:
     """Where an engine-thread producer sends one stream's events, through the thread's
-    outbox (or straight to the loop without one); the consumer side only sets `cancelled`."""
+    outbox; the consumer side only sets `cancelled`."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Item],
-                 outbox: Outbox | None = None) -> None:
+                 outbox: Outbox) -> None:
         self.loop = loop
         self.events = events
         self._outbox = outbox
@@ -85,13 +85,7 @@ class Sink:
         self.closed = False
 
     def _put(self, item: Item) -> None:
-        if self._outbox is not None:
-            self._outbox.put(self, item)
-            return
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-        except RuntimeError:  # the loop closed under a late event (server shutdown)
-            self.cancelled.set()
+        self._outbox.put(self, item)
 
     def emit(self, event: Event) -> None:
         self._put(event)
