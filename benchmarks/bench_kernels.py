@@ -14,8 +14,8 @@ import argparse
 import statistics
 import time
 
-from mlxjan.engine.llamacpp_decode import CHUNK, Runtime, evaluate, load, logits_at
-from mlxjan.engine.llamacpp_kernels import PLAIN, REPACKED, KernelCheck, KernelPlan
+from mlxjan.engine.llamacpp.decode import CHUNK, Runtime, evaluate, load, logits_at
+from mlxjan.engine.llamacpp.kernels import PLAIN, REPACKED, KernelCheck, KernelPlan
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
 

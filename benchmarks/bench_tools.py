@@ -28,7 +28,7 @@ import jsonschema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlxjan.engine.cpu import cpu_info
-from mlxjan.engine.llamacpp_kernels import KernelCheck, KernelPlan
+from mlxjan.engine.llamacpp.kernels import KernelCheck, KernelPlan
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
 from tests.serving import free_port, wait_until_up

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlxjan.engine.cpu import cpu_info
-from mlxjan.engine.llamacpp_kernels import KernelCheck
+from mlxjan.engine.llamacpp.kernels import KernelCheck
 from mlxjan.models.catalog import CATALOG
 from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.runner import port_state
@@ -73,7 +73,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def kernel_check(settings: Settings, store: ModelStore, manifest: Manifest) -> Check:
-    """The load-time self-check the server runs (llamacpp_kernels.py), same verdict cache."""
+    """The load-time self-check the server runs (engine/llamacpp/kernels.py), same verdict cache."""
     verdict = KernelCheck(settings.self_checks_dir).verdict(store.weights_path(manifest),
                                                             manifest.sha256)
     return Check("kernels", verdict.refused is None,

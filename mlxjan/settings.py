@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from mlxjan.engine.base import SamplingParams
+from mlxjan.types import SamplingParams
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 EngineName = Literal["auto", "mlx", "llamacpp"]

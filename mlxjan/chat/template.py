@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from mlxjan.engine.base import ChatMessage
 from mlxjan.errors import InvalidRequestError
+from mlxjan.types import ChatMessage
 
 FALLBACK_TEMPLATE = (
     "{% for message in messages %}{{ message['content'] }}"

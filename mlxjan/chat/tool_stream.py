@@ -22,7 +22,7 @@ from mlxjan.chat.tool_calls import (
     parse_body,
     recover_calls,
 )
-from mlxjan.engine.base import GenerationRequest, TextDelta, ToolCall, ToolCallDelta
+from mlxjan.types import GenerationRequest, TextDelta, ToolCall, ToolCallDelta
 
 Out = TextDelta | ToolCallDelta
 Mode = Literal["start", "text", "call", "json"]

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mlxjan.chat.tool_stream import ToolCallSplitter
-from mlxjan.engine.base import (
+from mlxjan.engine.text import DeltaAssembler
+from mlxjan.engine.worker import Emit
+from mlxjan.types import (
     Finished,
     FinishReason,
     SamplingParams,
@@ -19,8 +21,6 @@ from mlxjan.engine.base import (
     TokenLogprob,
     Usage,
 )
-from mlxjan.engine.text import DeltaAssembler
-from mlxjan.engine.worker import Emit
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mlxjan.engine.base import Engine, ModelInfo
+from mlxjan.engine.base import Engine
 from mlxjan.engine.cache_store import DiskCacheConfig
-from mlxjan.engine.llamacpp_kernels import KernelCheck
+from mlxjan.engine.llamacpp.kernels import KernelCheck
 from mlxjan.engine.scheduler import Admission
 from mlxjan.engine.selfcheck import Remembered
 from mlxjan.errors import ModelNotFoundError
 from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.settings import Settings
+from mlxjan.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class EngineManager:
         # An MLX folder can only run on MLX; a GGUF runs on either (converted once for MLX).
         if manifest.format == "mlx" or self._settings.resolved_engine() == "mlx":
             return self._build_mlx(manifest)
-        from mlxjan.engine.llamacpp import LlamaCppEngine
+        from mlxjan.engine.llamacpp.engine import LlamaCppEngine
 
         return LlamaCppEngine(
             manifest.id, self._store.weights_path(manifest),
@@ -79,8 +80,8 @@ class EngineManager:
         )
 
     def _build_mlx(self, manifest: Manifest) -> Engine:
-        from mlxjan.engine.mlx import MlxEngine
-        from mlxjan.models.mlx_cache import mlx_model_dir
+        from mlxjan.engine.mlx.converted import mlx_model_dir
+        from mlxjan.engine.mlx.engine import MlxEngine
 
         return MlxEngine(
             manifest.id, lambda: mlx_model_dir(self._store, manifest),

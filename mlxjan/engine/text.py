@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-from mlxjan.engine.base import TextDelta, TokenLogprob
+from mlxjan.types import TextDelta, TokenLogprob
 
 
 class StopMatcher:

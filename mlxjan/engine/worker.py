@@ -20,8 +20,8 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mlxjan.engine.base import Event, Finished, Started, TextDelta, ToolCallDelta
 from mlxjan.errors import EngineError, MlxjanError
+from mlxjan.types import Event, Finished, Started, TextDelta, ToolCallDelta
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,11 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from mlxjan.chat.repeat_guard import RepeatGuard
-from mlxjan.engine.base import (
-    Engine,
+from mlxjan.engine.base import Engine
+from mlxjan.engine.repeat_guard import RepeatGuard
+from mlxjan.engine.scheduler import Admission, Ticket
+from mlxjan.errors import EngineError, RequestTimeoutError
+from mlxjan.types import (
     Event,
     Finished,
     Generated,
@@ -26,8 +28,6 @@ from mlxjan.engine.base import (
     TextDelta,
     ToolCallDelta,
 )
-from mlxjan.engine.scheduler import Admission, Ticket
-from mlxjan.errors import EngineError, RequestTimeoutError
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import openai
 import pytest
 
 from mlxjan.engine.base import Engine
-from mlxjan.engine.fake import FakeEngine
 from mlxjan.server.app import create_app
 from mlxjan.settings import Settings
+from mlxjan.testing.fake_engine import FakeEngine
 from tests.serving import running
 
 MODEL = "fake-model"

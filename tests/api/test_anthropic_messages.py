@@ -8,9 +8,9 @@ from typing import Any
 import anthropic
 import pytest
 
-from mlxjan.engine.base import GenerationRequest
-from mlxjan.engine.fake import FakeEngine
 from mlxjan.settings import Settings
+from mlxjan.testing.fake_engine import FakeEngine
+from mlxjan.types import GenerationRequest
 from tests.api.conftest import MODEL, Server
 
 USER = [{"role": "user", "content": "hello there"}]

@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from mlxjan.engine.base import GenerationRequest
+from mlxjan.types import GenerationRequest
 from tests.api.conftest import MODEL, Server
 
 

@@ -11,8 +11,8 @@ import anthropic
 import httpx
 import pytest
 
-from mlxjan.engine.fake import FakeEngine
 from mlxjan.settings import Settings
+from mlxjan.testing.fake_engine import FakeEngine
 from tests.api.conftest import MODEL, Server, _serve
 
 USER = [{"role": "user", "content": "hi"}]

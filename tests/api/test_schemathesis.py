@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from mlxjan.engine.base import Engine
-from mlxjan.engine.fake import FakeEngine
 from mlxjan.server.app import create_app
 from mlxjan.settings import Settings
+from mlxjan.testing.fake_engine import FakeEngine
 
 EXAMPLES_PER_OPERATION = 40
 

@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from mlxjan.engine.base import ForcedToolCall, GenerationRequest, JsonOutput, TextAnswer
+from mlxjan.types import ForcedToolCall, GenerationRequest, JsonOutput, TextAnswer
 from tests.api.conftest import MODEL, Server
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},

@@ -21,8 +21,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from mlxjan.engine.llamacpp_decode import Runtime, load, load_model
-from mlxjan.engine.llamacpp_kernels import PLAIN, KernelCheck
+from mlxjan.engine.llamacpp.decode import Runtime, load, load_model
+from mlxjan.engine.llamacpp.kernels import PLAIN, KernelCheck
 from mlxjan.settings import DEFAULT_MODEL
 from tests.conftest import without_user_settings
 from tests.serving import free_port, wait_until_up

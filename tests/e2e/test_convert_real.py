@@ -12,7 +12,7 @@ import pytest
 
 from converters.gguf_to_mlx import ConvertOptions, convert_gguf
 from converters.tiny import make_tiny_model
-from mlxjan.engine.llamacpp_decode import greedy
+from mlxjan.engine.llamacpp.decode import greedy
 from tests.e2e.conftest import llama_runtime, llama_tokenize, pull
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from mlxjan.chat.template import ChatTemplate
-from mlxjan.engine.base import ChatMessage
 from mlxjan.settings import DEFAULT_MODEL
+from mlxjan.types import ChatMessage
 from tests.e2e.conftest import llama_tokenize, pull
 
 pytestmark = pytest.mark.e2e

@@ -13,8 +13,8 @@ import pytest
 from mlxjan import doctor as doctor_module
 from mlxjan.cli import main
 from mlxjan.doctor import Check, available_memory, doctor, run_checks
-from mlxjan.engine import llamacpp_kernels
-from mlxjan.engine.llamacpp_kernels import ProbeResult
+from mlxjan.engine.llamacpp import kernels as llamacpp_kernels
+from mlxjan.engine.llamacpp.kernels import ProbeResult
 from mlxjan.models.catalog import CATALOG
 from mlxjan.models.store import ModelStore, new_manifest
 from mlxjan.settings import DEFAULT_MODEL, Settings

@@ -285,9 +285,9 @@ def test_configure_logging_without_file_adds_no_file_handler() -> None:
 def test_ps_shows_the_running_servers_models_and_requests(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mlxjan.engine.base import Engine
-    from mlxjan.engine.fake import FakeEngine
     from mlxjan.runner import ps
     from mlxjan.server.app import create_app
+    from mlxjan.testing.fake_engine import FakeEngine
     from tests.serving import running
 
     engines: dict[str, Engine] = {"fake-model": FakeEngine("fake-model")}

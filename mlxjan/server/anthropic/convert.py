@@ -8,7 +8,10 @@ from typing import Any
 
 from mlxjan.chat.constraints import apply_tool_choice
 from mlxjan.chat.tool_stream import assemble_calls
-from mlxjan.engine.base import (
+from mlxjan.errors import InvalidRequestError, ModelNotFoundError
+from mlxjan.server.anthropic import schemas as s
+from mlxjan.settings import Settings
+from mlxjan.types import (
     DEFAULT_SAMPLING,
     ChatMessage,
     Finished,
@@ -21,9 +24,6 @@ from mlxjan.engine.base import (
     ToolCallDelta,
     Usage,
 )
-from mlxjan.errors import InvalidRequestError, ModelNotFoundError
-from mlxjan.server.anthropic import schemas as s
-from mlxjan.settings import Settings
 
 # Claude Code puts this line in system[0]; it changes on every request, so it would make
 # every prompt differ from the cached one right at the start.

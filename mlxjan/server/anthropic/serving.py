@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
-from mlxjan.engine.base import Finished
 from mlxjan.engine.manager import EngineManager
 from mlxjan.errors import MlxjanError
 from mlxjan.server import sse
@@ -20,6 +19,7 @@ from mlxjan.server.anthropic.stream import MessageStream
 from mlxjan.server.errors import error_json
 from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_stream, with_keepalive
 from mlxjan.settings import Settings
+from mlxjan.types import Finished
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from mlxjan.engine.base import Finished, Started, TextDelta, ToolCallDelta
 from mlxjan.server.anthropic import schemas as s
 from mlxjan.server.anthropic.convert import stop_reason, tool_use_id, usage_out
+from mlxjan.types import Finished, Started, TextDelta, ToolCallDelta
 
 BlockType = Literal["text", "tool_use"]
 StreamEvent = tuple[str, BaseModel]

@@ -8,7 +8,9 @@ from typing import Any, TypeVar
 
 from mlxjan.chat.constraints import apply_tool_choice
 from mlxjan.chat.tool_stream import assemble_calls
-from mlxjan.engine.base import (
+from mlxjan.errors import InvalidRequestError
+from mlxjan.server.openai import schemas as s
+from mlxjan.types import (
     DEFAULT_SAMPLING,
     ChatMessage,
     Constraint,
@@ -23,8 +25,6 @@ from mlxjan.engine.base import (
     ToolCallDelta,
     Usage,
 )
-from mlxjan.errors import InvalidRequestError
-from mlxjan.server.openai import schemas as s
 
 MAX_STOP_STRINGS = 16
 N = TypeVar("N", int, float)

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
-from mlxjan.engine.base import Finished
 from mlxjan.engine.manager import EngineManager
 from mlxjan.errors import MlxjanError
 from mlxjan.server import sse
@@ -19,6 +18,7 @@ from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_stream, wi
 from mlxjan.server.openai import convert
 from mlxjan.server.openai import schemas as s
 from mlxjan.settings import Settings
+from mlxjan.types import Finished
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlxjan.chat.template import ChatTemplate
-from mlxjan.engine.base import ChatMessage, ToolCall
 from mlxjan.errors import InvalidRequestError
+from mlxjan.types import ChatMessage, ToolCall
 
 CHATML = (
     "{% for message in messages %}"

@@ -40,7 +40,7 @@ from mlxjan.chat.tool_formats import (
     format_named,
 )
 from mlxjan.chat.tool_stream import Out, ToolCallSplitter, assemble_calls
-from mlxjan.engine.base import TextDelta, ToolCallDelta
+from mlxjan.types import TextDelta, ToolCallDelta
 
 DECLARED: dict[str, Any] = {
     "get_weather": {"type": "object", "properties": {"city": {"type": "string"},

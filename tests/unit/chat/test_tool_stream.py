@@ -11,7 +11,7 @@ import pytest
 
 from mlxjan.chat.tool_calls import HERMES, JSON_ONLY, LLAMA3, MISTRAL, ToolFormat
 from mlxjan.chat.tool_stream import Out, ToolCallSplitter, assemble_calls
-from mlxjan.engine.base import TextDelta, ToolCall, ToolCallDelta
+from mlxjan.types import TextDelta, ToolCall, ToolCallDelta
 
 DECLARED: dict[str, Any] = {
     "get_weather": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -271,7 +271,7 @@ def test_a_splitter_with_room_for_calls_is_not_full() -> None:
 
 def test_splitter_for_follows_the_request() -> None:
     from mlxjan.chat.tool_stream import splitter_for
-    from mlxjan.engine.base import GenerationRequest
+    from mlxjan.types import GenerationRequest
 
     tools = ({"type": "function", "function": {"name": "get_time"}},)
     assert splitter_for(GenerationRequest("m", ()), HERMES) is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 
-from mlxjan.engine.base import Event, Finished, SamplingParams, TextDelta, TokenLogprob
 from mlxjan.engine.generation import SampledToken, decode_loop
+from mlxjan.types import Event, Finished, SamplingParams, TextDelta, TokenLogprob
 
 
 def tokens(*pieces: str, eog: bool = False) -> list[SampledToken]:

@@ -7,8 +7,8 @@ import threading
 
 from mlxjan.chat.tool_calls import HERMES, call_attempt, declared_tools
 from mlxjan.chat.tool_stream import ToolCallSplitter, assemble_calls
-from mlxjan.engine.base import Event, Finished, SamplingParams, TextDelta, ToolCallDelta
 from mlxjan.engine.generation import SampledToken, decode_loop
+from mlxjan.types import Event, Finished, SamplingParams, TextDelta, ToolCallDelta
 
 TOOLS = ({"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},)

@@ -10,12 +10,12 @@ from typing import cast
 
 import pytest
 
-from mlxjan.engine.base import SamplingParams
 from mlxjan.engine.generation import Decoder
-from mlxjan.engine.llamacpp_batch import Answer, Batch, Slot
-from mlxjan.engine.llamacpp_decode import CHUNK, LONE_PROMPT_BATCH, Runtime
+from mlxjan.engine.llamacpp.batch import Answer, Batch, Slot
+from mlxjan.engine.llamacpp.decode import CHUNK, LONE_PROMPT_BATCH, Runtime
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.worker import Sink
+from mlxjan.types import SamplingParams
 
 
 def _answer(prompt: list[int], pending: list[int]) -> Answer:

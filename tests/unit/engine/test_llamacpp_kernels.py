@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlxjan.engine import llamacpp_kernels as kernels
 from mlxjan.engine.cpu import CpuInfo
-from mlxjan.engine.llamacpp_kernels import (
+from mlxjan.engine.llamacpp import kernels
+from mlxjan.engine.llamacpp.kernels import (
     PLAIN,
     REPACKED,
     KernelCheck,

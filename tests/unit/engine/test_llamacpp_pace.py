@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlxjan.engine.llamacpp_pace import STALE_STEPS, Pace
+from mlxjan.engine.llamacpp.pace import STALE_STEPS, Pace
 
 
 def _measure(pace: Pace, decoding: int, seconds: dict[int, float]) -> list[int]:

@@ -11,8 +11,8 @@ import mlx.core as mx
 import pytest
 from mlx_lm.models import qwen2
 
-from mlxjan.engine.mlx_check import check_model
-from mlxjan.engine.mlx_decode import Runner
+from mlxjan.engine.mlx.check import check_model
+from mlxjan.engine.mlx.decode import Runner
 from mlxjan.engine.selfcheck import Remembered
 from mlxjan.errors import ModelSelfCheckError
 
@@ -58,7 +58,7 @@ def test_a_wrong_decode_path_is_caught(model: Any) -> None:
 def test_the_engine_refuses_a_failing_model_and_remembers(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    from mlxjan.engine import mlx as mlx_engine
+    from mlxjan.engine.mlx import engine as mlx_engine
 
     engine = mlx_engine.MlxEngine("m", lambda: tmp_path, chat_template=None,
                                   context_length=256, self_checks=Remembered(tmp_path),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from mlxjan.engine.mlx_guidance import mask_processor
+from mlxjan.engine.mlx.guidance import mask_processor
 
 
 class _Matcher:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache
 
-from mlxjan.engine.mlx_state import decode_layers, encode_layers
+from mlxjan.engine.mlx.state import decode_layers, encode_layers
 
 
 def test_layers_round_trip_through_bytes() -> None:

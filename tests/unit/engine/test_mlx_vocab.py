@@ -6,7 +6,7 @@ from typing import Any
 
 import transformers
 
-from mlxjan.engine.mlx_vocab import token_pieces
+from mlxjan.engine.mlx.vocab import token_pieces
 
 
 def _fast(tok: Any) -> Any:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlxjan.engine.base import TextDelta, TokenLogprob
 from mlxjan.engine.text import DeltaAssembler, StopMatcher
+from mlxjan.types import TextDelta, TokenLogprob
 
 
 def feed_all(matcher: StopMatcher, pieces: list[str]) -> tuple[list[str], str | None]:

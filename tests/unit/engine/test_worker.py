@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from mlxjan.engine.base import Event, Finished, Started, TextDelta, Usage
 from mlxjan.engine.worker import EngineThread, Sink
 from mlxjan.errors import EngineError, InvalidRequestError
+from mlxjan.types import Event, Finished, Started, TextDelta, Usage
 
 
 def _done() -> Finished:

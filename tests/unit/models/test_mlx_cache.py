@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from mlxjan.engine.mlx.converted import converted_dir, mlx_model_dir
 from mlxjan.models.fetch import import_gguf
-from mlxjan.models.mlx_cache import converted_dir, mlx_model_dir
 from mlxjan.models.store import ModelStore, folder_sha256, new_manifest, staged_size
 
 

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from mlxjan.engine.base import (
+from mlxjan.errors import ContextLengthExceededError, EngineError, RequestTimeoutError
+from mlxjan.server.events import KeepAlive, drain, open_stream, with_keepalive
+from mlxjan.testing.fake_engine import FakeEngine
+from mlxjan.types import (
     ChatMessage,
     Event,
     Finished,
@@ -18,9 +21,6 @@ from mlxjan.engine.base import (
     TextDelta,
     Usage,
 )
-from mlxjan.engine.fake import FakeEngine
-from mlxjan.errors import ContextLengthExceededError, EngineError, RequestTimeoutError
-from mlxjan.server.events import KeepAlive, drain, open_stream, with_keepalive
 
 FINISHED = Finished("stop", Usage(3, 2))
 

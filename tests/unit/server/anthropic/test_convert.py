@@ -7,16 +7,6 @@ from typing import Any
 
 import pytest
 
-from mlxjan.engine.base import (
-    ChatMessage,
-    Finished,
-    ForcedToolCall,
-    SamplingParams,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-    Usage,
-)
 from mlxjan.errors import InvalidRequestError, ModelNotFoundError
 from mlxjan.server.anthropic import schemas as s
 from mlxjan.server.anthropic.convert import (
@@ -29,6 +19,16 @@ from mlxjan.server.anthropic.convert import (
     usage_out,
 )
 from mlxjan.settings import Settings
+from mlxjan.types import (
+    ChatMessage,
+    Finished,
+    ForcedToolCall,
+    SamplingParams,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 BILLING = "x-anthropic-billing-header: cc_version=2.0.1; cch=abc123;"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mlxjan.engine.base import Finished, Started, TextDelta, ToolCallDelta, Usage
 from mlxjan.server.anthropic.stream import MessageStream
+from mlxjan.types import Finished, Started, TextDelta, ToolCallDelta, Usage
 
 Events = list[tuple[str, dict[str, Any]]]
 

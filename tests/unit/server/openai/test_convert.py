@@ -6,18 +6,6 @@ from typing import Any
 
 import pytest
 
-from mlxjan.engine.base import (
-    ChatMessage,
-    Finished,
-    ForcedToolCall,
-    JsonOutput,
-    SamplingParams,
-    TextDelta,
-    TokenLogprob,
-    ToolCall,
-    ToolCallDelta,
-    Usage,
-)
 from mlxjan.errors import InvalidRequestError
 from mlxjan.server.openai import schemas as s
 from mlxjan.server.openai.convert import (
@@ -28,6 +16,18 @@ from mlxjan.server.openai.convert import (
     role_chunk,
     to_generation_request,
     usage_chunk,
+)
+from mlxjan.types import (
+    ChatMessage,
+    Finished,
+    ForcedToolCall,
+    JsonOutput,
+    SamplingParams,
+    TextDelta,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
 )
 
 IDS = CompletionIds(id="chatcmpl-abc", created=1_700_000_000, model="tiny")

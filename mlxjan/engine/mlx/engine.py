@@ -2,7 +2,7 @@
 
 One dedicated thread loads the model and makes every MLX call (MLX streams are
 thread-local). Prompts are rendered with the model's chat template in the same sandbox as
-the llama.cpp engine. Answers run together in one continuous batch (mlx_batch.py): a new
+the llama.cpp engine. Answers run together in one continuous batch (batch.py): a new
 request joins between decode steps, each answer keeps its own sampling, constraint and stop
 rules (the shared Decoder), and finished answers leave their KV cache in the prompt cache.
 """
@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mlxjan.chat.guidance import lark_for
 from mlxjan.chat.mlx_parsers import load_parser
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.chat.tool_calls import (
@@ -27,20 +26,21 @@ from mlxjan.chat.tool_calls import (
     detect_format,
 )
 from mlxjan.chat.tool_stream import splitter_for
-from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.generation import Decoder
-from mlxjan.engine.mlx_batch import Answer, Batch
-from mlxjan.engine.mlx_check import check_model, probe_tokens
-from mlxjan.engine.mlx_decode import MlxRestart, Runner
-from mlxjan.engine.mlx_guidance import Guide
-from mlxjan.engine.mlx_state import MLX_CODEC, CacheLayers
-from mlxjan.engine.mlx_vocab import Vocab, token_pieces
+from mlxjan.engine.mlx.batch import Answer, Batch
+from mlxjan.engine.mlx.check import check_model, probe_tokens
+from mlxjan.engine.mlx.decode import MlxRestart, Runner
+from mlxjan.engine.mlx.guidance import Guide
+from mlxjan.engine.mlx.lark import lark_for
+from mlxjan.engine.mlx.state import MLX_CODEC, CacheLayers
+from mlxjan.engine.mlx.vocab import Vocab, token_pieces
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.selfcheck import Remembered
 from mlxjan.engine.worker import EngineThread, Sink
 from mlxjan.errors import ContextLengthExceededError, EngineError, ModelSelfCheckError
+from mlxjan.types import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class MlxEngine:
         return self._loaded
 
     def _self_check(self, runner: Runner, tokenizer: Any) -> None:
-        """Refuse a model whose MLX paths disagree on the probe text (mlx_check.py)."""
+        """Refuse a model whose MLX paths disagree on the probe text (check.py)."""
         import mlx.core as mx
 
         key = ["mlx", cpu_info().fingerprint(), str(_state_params()["mlx"]),

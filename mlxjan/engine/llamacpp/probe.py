@@ -1,10 +1,10 @@
 """The self-check's child process: evaluate the probe text under one kernel plan.
 
-    python -m mlxjan.engine.llamacpp_probe MODEL.gguf --repack 0|1 --out ROWS.npy
+    python -m mlxjan.engine.llamacpp.probe MODEL.gguf --repack 0|1 --out ROWS.npy
 
 Writes one log-softmax row per text position to ROWS.npy, and prints one JSON line with the
 text's tokens and the build's CPU features. A kernel path that crashes takes only this
-process down; llamacpp_kernels.py reads the signal from its exit status.
+process down; kernels.py reads the signal from its exit status.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlxjan.engine.llamacpp_decode import Runtime, evaluate, load, logits_at
-from mlxjan.engine.llamacpp_kernels import KernelPlan
+from mlxjan.engine.llamacpp.decode import Runtime, evaluate, load, logits_at
+from mlxjan.engine.llamacpp.kernels import KernelPlan
 from mlxjan.engine.selfcheck import PROBE_TEXT, STEPS, Rows, log_softmax
 
 CONTEXT = 256
@@ -46,7 +46,7 @@ def build_features() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlxjan.engine.llamacpp_probe")
+    parser = argparse.ArgumentParser(prog="python -m mlxjan.engine.llamacpp.probe")
     parser.add_argument("weights", type=Path)
     parser.add_argument("--repack", type=int, choices=(0, 1), required=True)
     parser.add_argument("--out", type=Path, required=True)

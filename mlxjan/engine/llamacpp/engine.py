@@ -2,7 +2,7 @@
 
 Prompts are rendered with the model's own chat template (chat/template.py), never with
 llama-cpp-python's built-in chat formats. Answers run together in one continuous batch
-(llamacpp_batch.py): each holds a KV sequence (a slot) of one llama.cpp context, new
+(batch.py): each holds a KV sequence (a slot) of one llama.cpp context, new
 requests join between decode steps, and each answer keeps its own sampler chain, constraint
 and stop rules. Slots keep their prompts after an answer, and the prompt cache keeps
 snapshots of what they held: a new prompt starts from the longest prefix either has.
@@ -17,7 +17,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlxjan.chat.constraints import gbnf_for
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.chat.tool_calls import (
     JsonSchema,
@@ -27,12 +26,11 @@ from mlxjan.chat.tool_calls import (
     detect_format,
 )
 from mlxjan.chat.tool_stream import splitter_for
-from mlxjan.engine.base import Constraint, Event, ForcedToolCall, GenerationRequest
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.generation import Decoder
-from mlxjan.engine.llamacpp_batch import Answer, Batch
-from mlxjan.engine.llamacpp_decode import (
+from mlxjan.engine.llamacpp.batch import Answer, Batch
+from mlxjan.engine.llamacpp.decode import (
     KV_CODEC,
     KvState,
     Restart,
@@ -40,10 +38,12 @@ from mlxjan.engine.llamacpp_decode import (
     context_params,
     load,
 )
-from mlxjan.engine.llamacpp_kernels import KernelCheck, Verdict
+from mlxjan.engine.llamacpp.grammar import gbnf_for
+from mlxjan.engine.llamacpp.kernels import KernelCheck, Verdict
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.worker import EngineThread, Sink
 from mlxjan.errors import ContextLengthExceededError
+from mlxjan.types import Constraint, Event, ForcedToolCall, GenerationRequest
 
 if TYPE_CHECKING:
     from llama_cpp.llama_grammar import LlamaGrammar

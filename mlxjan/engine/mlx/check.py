@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlxjan.engine.mlx_decode import Runner
+from mlxjan.engine.mlx.decode import Runner
 from mlxjan.engine.selfcheck import PROBE_TEXT, STEPS, Rows, compare, log_softmax
 
 

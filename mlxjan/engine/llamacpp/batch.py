@@ -7,7 +7,7 @@ be overwritten is snapshotted first. Each step builds one llama_batch: the last 
 of each decoding answer whose turn it is, plus prompt chunks of new ones (logits only on a
 prompt's last token), runs one llama_decode, and samples each answer at its own logits row
 with its own sampler chain. How many decoding answers go in one step is the pace's call
-(llamacpp_pace.py: the group size measured fastest; bigger is not always faster on CPU).
+(pace.py: the group size measured fastest; bigger is not always faster on CPU).
 Stop rules are the shared Decoder's. Everything here runs on the engine thread.
 """
 
@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlxjan.chat.tool_stream import ToolCallSplitter
-from mlxjan.engine.base import SamplingParams, Started
 from mlxjan.engine.generation import Decoder, SampledToken
-from mlxjan.engine.llamacpp_decode import (
+from mlxjan.engine.llamacpp.decode import (
     CHUNK,
     LONE_PROMPT_BATCH,
     KvState,
@@ -35,10 +34,11 @@ from mlxjan.engine.llamacpp_decode import (
     snapshot,
     token_logprob,
 )
-from mlxjan.engine.llamacpp_pace import Pace
+from mlxjan.engine.llamacpp.pace import Pace
 from mlxjan.engine.prompt_cache import PERSIST_AFTER_TOKENS, PromptCache, common_prefix
 from mlxjan.engine.worker import Sink
 from mlxjan.errors import EngineError
+from mlxjan.types import SamplingParams, Started
 
 if TYPE_CHECKING:
     from llama_cpp._internals import LlamaSampler

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from mlxjan.chat.repeat_guard import RepeatGuard, answered_calls, in_words, only_repeats
 from mlxjan.chat.tool_stream import assemble_calls
-from mlxjan.engine.base import (
+from mlxjan.engine.repeat_guard import RepeatGuard, answered_calls, in_words, only_repeats
+from mlxjan.testing.fake_engine import FakeEngine
+from mlxjan.types import (
     ChatMessage,
     Event,
     Finished,
@@ -23,7 +24,6 @@ from mlxjan.engine.base import (
     ToolCall,
     ToolCallDelta,
 )
-from mlxjan.engine.fake import FakeEngine
 
 TOOLS: tuple[dict[str, Any], ...] = ({"type": "function", "function": {
     "name": "get_weather", "parameters": {

@@ -14,10 +14,10 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 
 from mlxjan.chat.tool_calls import HERMES, ToolFormat
 from mlxjan.chat.tool_stream import splitter_for
-from mlxjan.engine.base import Event, GenerationRequest, Started
 from mlxjan.engine.generation import SampledToken, decode_loop
 from mlxjan.engine.worker import Emit, EngineThread
 from mlxjan.errors import ContextLengthExceededError
+from mlxjan.types import Event, GenerationRequest, Started
 
 Script = Callable[[GenerationRequest], str]
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from mlxjan.chat.constraints import ANY_OBJECT, apply_tool_choice, gbnf_for, tool_call_schema
+from mlxjan.chat.constraints import ANY_OBJECT, apply_tool_choice, tool_call_schema
 from mlxjan.chat.tool_calls import HERMES, JSON_ONLY, LLAMA3, MISTRAL, declared_tools
 from mlxjan.chat.tool_formats import FORMATS, ToolFormat
-from mlxjan.engine.base import ForcedToolCall, JsonOutput, TextAnswer
+from mlxjan.engine.llamacpp.grammar import gbnf_for
 from mlxjan.errors import InvalidRequestError
+from mlxjan.types import ForcedToolCall, JsonOutput, TextAnswer
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS: tuple[dict[str, Any], ...] = (
@@ -182,7 +183,7 @@ UNSUPPORTED = [
 @pytest.mark.parametrize("schema", UNSUPPORTED)
 def test_unsupported_schema_gives_no_grammar(schema: dict[str, Any],
                                              caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="mlxjan.chat.constraints"):
+    with caplog.at_level(logging.WARNING, logger="mlxjan.engine.llamacpp.grammar"):
         assert gbnf_for(JsonOutput(schema), HERMES, {}) is None
     assert "decoding unconstrained" in caplog.text
 
@@ -230,7 +231,7 @@ def test_a_forced_call_without_tools_is_refused(name: str | None) -> None:
 
 
 def test_any_value_subschemas_are_spelled_out_for_the_converter() -> None:
-    from mlxjan.chat.constraints import ANY_TYPE, grammar_friendly
+    from mlxjan.engine.llamacpp.grammar import ANY_TYPE, grammar_friendly
 
     schema = {"type": "object", "properties": {
         "args": {"description": "anything, verbatim"},
@@ -245,7 +246,7 @@ def test_any_value_subschemas_are_spelled_out_for_the_converter() -> None:
 
 
 def test_huge_bounds_are_dropped_and_huge_grammars_refused() -> None:
-    from mlxjan.chat.constraints import grammar_friendly
+    from mlxjan.engine.llamacpp.grammar import grammar_friendly
 
     schema = {"type": "string", "maxLength": 524288, "minLength": 2}
     assert grammar_friendly(schema) == {"type": "string", "minLength": 2}

@@ -15,20 +15,20 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxjan.engine.base import SamplingParams
 from mlxjan.engine.generation import Decoder, SampledToken
-from mlxjan.engine.mlx_decode import (
+from mlxjan.engine.mlx.decode import (
     MlxRestart,
     RandomStream,
     Runner,
     make_sampler_chain,
     token_logprob,
 )
-from mlxjan.engine.mlx_guidance import mask_processor
-from mlxjan.engine.mlx_state import CacheLayers
-from mlxjan.engine.mlx_vocab import Vocab
+from mlxjan.engine.mlx.guidance import mask_processor
+from mlxjan.engine.mlx.state import CacheLayers
+from mlxjan.engine.mlx.vocab import Vocab
 from mlxjan.engine.prompt_cache import PERSIST_AFTER_TOKENS, PromptCache
 from mlxjan.engine.worker import Sink
+from mlxjan.types import SamplingParams
 
 log = logging.getLogger(__name__)
 # Prompt tokens per sequence per step: bounds how long a new prompt holds up the answers

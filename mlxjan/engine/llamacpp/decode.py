@@ -1,4 +1,4 @@
-"""llama.cpp pieces for the batch (llamacpp_batch.py): loading a model into a context with
+"""llama.cpp pieces for the batch (batch.py): loading a model into a context with
 one KV sequence per batch slot, the sampler chain, logprobs and KV snapshots.
 
 Written against llama-cpp-python's low-level API instead of `Llama`: that class runs one
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlxjan.engine.base import SamplingParams, TokenLogprob
 from mlxjan.engine.cpu import cpu_info
-from mlxjan.engine.llamacpp_kernels import KernelPlan
+from mlxjan.engine.llamacpp.kernels import KernelPlan
 from mlxjan.engine.prompt_cache import StateCodec
 from mlxjan.errors import EngineError
+from mlxjan.types import SamplingParams, TokenLogprob
 
 if TYPE_CHECKING:
     from llama_cpp._internals import LlamaContext, LlamaModel, LlamaSampler
@@ -77,7 +77,7 @@ def context_params(context_length: int, threads: int | None, slots: int) -> dict
 
 
 def load_model(weights: Path, plan: KernelPlan, *, vocab_only: bool = False) -> LlamaModel:
-    """The one way a GGUF is loaded into llama.cpp: under a kernel plan (llamacpp_kernels.py)
+    """The one way a GGUF is loaded into llama.cpp: under a kernel plan (kernels.py)
     that a self-check has found right on this CPU."""
     import llama_cpp
     from llama_cpp._internals import LlamaModel

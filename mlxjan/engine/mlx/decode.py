@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from mlxjan.engine.base import SamplingParams, TokenLogprob
-from mlxjan.engine.mlx_vocab import Vocab
+from mlxjan.engine.mlx.vocab import Vocab
+from mlxjan.types import SamplingParams, TokenLogprob
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from mlxjan.chat.constraints import ANY_OBJECT, log_unconstrained_call, tool_call_schema
 from mlxjan.chat.tool_calls import JsonSchema, ToolFormat
-from mlxjan.engine.base import Constraint, JsonOutput, TextAnswer
+from mlxjan.types import Constraint, JsonOutput, TextAnswer
 
 # As TEXT_ANSWER_GBNF: the first character cannot open a call, JSON, a fence or a tag.
 TEXT_ANSWER_LARK = "start: /[^{\\[`<\\x00-\\x20][\\s\\S]*/\n"

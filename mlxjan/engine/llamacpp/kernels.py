@@ -162,10 +162,10 @@ def build_fingerprint() -> str:
 
 
 def probe_in_child(weights: Path, plan: KernelPlan) -> ProbeResult:
-    """Evaluate the probe text under `plan` in a child process (llamacpp_probe.py)."""
+    """Evaluate the probe text under `plan` in a child process (probe.py)."""
     with tempfile.TemporaryDirectory(prefix="mlxjan-probe-") as tmp:
         out = Path(tmp) / "rows.npy"
-        cmd = [sys.executable, "-m", "mlxjan.engine.llamacpp_probe", str(weights),
+        cmd = [sys.executable, "-m", "mlxjan.engine.llamacpp.probe", str(weights),
                "--repack", str(int(plan.repack)), "--out", str(out)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True,

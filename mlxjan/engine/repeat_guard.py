@@ -20,9 +20,9 @@ from dataclasses import replace
 from typing import Any
 
 from mlxjan.chat.tool_stream import assemble_calls
-from mlxjan.engine.base import (
+from mlxjan.engine.base import Engine
+from mlxjan.types import (
     ChatMessage,
-    Engine,
     Event,
     Finished,
     GenerationRequest,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from mlxjan.chat.guidance import ANY_TOKENS_LARK, TEXT_ANSWER_LARK, closed_objects, lark_for
 from mlxjan.chat.tool_calls import HERMES, JSON_ONLY
 from mlxjan.chat.tool_formats import FORMATS, ToolFormat
-from mlxjan.engine.base import ForcedToolCall, JsonOutput, TextAnswer
+from mlxjan.engine.mlx.lark import ANY_TOKENS_LARK, TEXT_ANSWER_LARK, closed_objects, lark_for
+from mlxjan.types import ForcedToolCall, JsonOutput, TextAnswer
 
 DECLARED = {"get_weather": {"type": "object", "properties": {"city": {"type": "string"}}}}
 

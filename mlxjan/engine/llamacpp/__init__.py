@@ -1,0 +1,1 @@
+"""Everything llama.cpp: loader, batch, decode, grammars."""

@@ -1,0 +1,1 @@
+"""Everything MLX: engine thread, batch, llguidance, state, vocab, conversion cache."""

@@ -1,0 +1,146 @@
+"""The protocol-free vocabulary every layer shares: requests, messages, sampling,
+constraints and the events of an answer. Imports nothing of mlxjan.
+
+Serving code converts a wire request into a GenerationRequest, calls `Engine.stream`
+(engine/base.py), and converts the events back. The first event of every stream is
+`Started` (sent once the prompt is rendered, tokenized and known to fit), so a request that
+is invalid for the model fails before any HTTP response has begun.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int | None = None  # None: until the context is full
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+DEFAULT_SAMPLING = SamplingParams()
+
+
+@dataclass(frozen=True)
+class JsonOutput:
+    """The answer must be JSON: an object matching `schema`, or any object if None."""
+
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ForcedToolCall:
+    """The answer must be a call to the named tool (any declared tool if None)."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class TextAnswer:
+    """The answer must be words: it may not open with a tool call, JSON or a code fence."""
+
+
+Constraint: TypeAlias = JsonOutput | ForcedToolCall | TextAnswer
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    # OpenAI-shaped tool definitions; when present, tool calls are parsed out of the answer.
+    tools: tuple[dict[str, Any], ...] = ()
+    constraint: Constraint | None = None
+    # False: at most one tool call per answer (OpenAI parallel_tool_calls, Anthropic
+    # disable_parallel_tool_use).
+    parallel_tool_calls: bool = True
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Started:
+    prompt_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """Part of a tool call: the first one for an index carries id and name."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str  # a fragment of the JSON arguments text
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    usage: Usage
+    stop_sequence: str | None = None
+
+
+Event: TypeAlias = Started | TextDelta | ToolCallDelta | Finished
+# What follows Started in a stream.
+Generated: TypeAlias = TextDelta | ToolCallDelta | Finished
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    created: int
+    owned_by: str = "mlxjan"
