@@ -127,6 +127,9 @@ def peer_args() -> tuple[argparse.Namespace, str]:
     parser.add_argument("--threads", type=int,
                         help="for every server (default: mlxjan picks its own; the peers get "
                              "one per physical core, as llama.cpp's default)")
+    parser.add_argument("--mlxjan-at", type=Path, action="append", default=[],
+                        help="also run mlxjan as this checkout has it (a git worktree of "
+                             "another commit); repeatable")
     args = parser.parse_args()
     store = ModelStore(Settings().data_dir)
     manifest = store.get(DEFAULT_MODEL)
@@ -168,9 +171,13 @@ def cache_peers(args: argparse.Namespace, gguf: str, *llama_cpp_flags: str
                 ) -> list[tuple[str, list[str]]]:
     """mlxjan and its peers at an 8k context (llama-server: 4 slots sharing 32k), by name."""
     threads = peer_threads(args)
+    serve = ["serve", *mlxjan_threads(args), "--context-length", "8192", "--log-level",
+             "warning"]
     peers = [
-        ("mlxjan", [sys.executable, "-m", "mlxjan", "serve", *mlxjan_threads(args),
-                    "--context-length", "8192", "--log-level", "warning"]),
+        ("mlxjan", [sys.executable, "-m", "mlxjan", *serve]),
+        *((f"mlxjan @ {checkout.name}", [sys.executable, "-m", "benchmarks.at_checkout",
+                                          str(checkout), *serve])
+          for checkout in args.mlxjan_at),
         ("llama_cpp.server", llama_cpp_server(gguf, "--n_ctx", "8192", "--n_threads", threads,
                                               "--model_alias", DEFAULT_MODEL,
                                               *llama_cpp_flags)),

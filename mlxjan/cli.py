@@ -1,4 +1,5 @@
-"""`mlxjan serve | pull | list | rm | ps | convert | service | doctor`: a thin CLI."""
+"""`mlxjan serve | pull | list | rm | ps | load | unload | convert | service | doctor`: a
+thin CLI."""
 
 from __future__ import annotations
 
@@ -84,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
                                             "status", "logs"])
     service.add_argument("--manager", choices=["auto", "launchd", "systemd"], default="auto")
 
+    for action, text in (("load", "start a model's worker in the running server now"),
+                         ("unload", "end a model's worker; its memory returns")):
+        cmd = sub.add_parser(action, help=text)
+        cmd.add_argument("model_id")
+        cmd.add_argument("--host")
+        cmd.add_argument("--port", type=int)
+        cmd.add_argument("--api-key")
     ps = sub.add_parser("ps", help="show what the running server holds")
     ps.add_argument("--host")
     ps.add_argument("--port", type=int)
@@ -167,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mlxjan.runner import ps
 
             return ps(settings)
+        if args.command in ("load", "unload"):
+            from mlxjan.runner import load_or_unload
+
+            return load_or_unload(settings, args.model_id, args.command)
         if args.command == "doctor":
             from mlxjan.doctor import doctor
 

@@ -176,3 +176,26 @@ class ModelSelfCheckError(EngineError):
     """The model computed wrong answers on this machine at load, on every kernel path."""
 
     code = "model_self_check_failed"
+
+
+class WorkerCrashedError(EngineError):
+    """The model's worker process died under the request (a native crash, out of memory);
+    the next request starts a new one."""
+
+    code = "worker_crashed"
+
+    def __init__(self, model: str, cause: str) -> None:
+        super().__init__(f"The worker process of model '{model}' {cause} while serving this "
+                         "request. The next request restarts it; retry.")
+
+
+class ModelFailedError(EngineError):
+    """The model's worker crashed again and again: it is not restarted until loaded by hand."""
+
+    status = 503
+    code = "model_failed"
+
+    def __init__(self, model: str, cause: str) -> None:
+        super().__init__(f"Model '{model}' is marked failed after repeated crashes (last: "
+                         f"{cause}). Load it again by hand (`mlxjan load {model}` or POST "
+                         f"/v1/models/{model}/load) once the cause is fixed.")

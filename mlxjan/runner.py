@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from types import FrameType
@@ -71,17 +72,20 @@ def configure_logging(settings: Settings) -> None:
                         force=True)
 
 
-def local_json(host: str, port: int, path: str, api_key: str | None = None) -> object:
-    """GET a JSON document from a server on this machine; raises OSError/ValueError."""
+def local_json(host: str, port: int, path: str, api_key: str | None = None, *,
+               post: bool = False, timeout: float = 2) -> object:
+    """GET (or POST, empty) a JSON document from a server on this machine; raises
+    OSError/ValueError."""
     target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host.strip("[]")
     url_host = f"[{target}]" if ":" in target else target
-    request = urllib.request.Request(f"http://{url_host}:{port}{path}")
+    request = urllib.request.Request(f"http://{url_host}:{port}{path}",
+                                     data=b"" if post else None)
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
     # Straight to the port: a proxy from the environment (http_proxy) must not get it.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(request, timeout=2) as resp:
+        with opener.open(request, timeout=timeout) as resp:
             return json.loads(resp.read())
     except http.client.HTTPException as exc:  # it answers, but not in HTTP (BadStatusLine)
         raise OSError(str(exc)) from exc
@@ -124,7 +128,48 @@ def ps(settings: Settings) -> int:
             print(f"{'':40} batch: {batch.get('running')} of {batch.get('max')} running")
         if m.get("threads") or m.get("kernels"):
             print(f"{'':40} {m.get('threads')} threads, kernels: {m.get('kernels') or '-'}")
+        if isinstance(m.get("worker"), dict):
+            print(f"{'':40} {_worker_line(m['worker'])}")
     return 0
+
+
+def _worker_line(worker: dict[str, object]) -> str:
+    state = worker.get("state")
+    line = f"worker: {state}"
+    if worker.get("pid"):
+        line += f", pid {worker['pid']}"
+    if state == "crashed":
+        line += f" ({worker.get('last_exit')}; restarts on the next request)"
+    elif state == "failed":
+        line += f" ({worker.get('last_error')}; `mlxjan load` to retry)"
+    elif worker.get("last_exit"):
+        line += f"; last exit: {worker['last_exit']}"
+    return line
+
+
+def load_or_unload(settings: Settings, model_id: str, action: str) -> int:
+    """`mlxjan load|unload ID`: ask the running server to start or end a model's worker."""
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    path = f"{settings.api_prefix}/models/{urllib.parse.quote(model_id, safe='')}/{action}"
+    try:
+        local_json(settings.host, settings.port, path, key, post=True, timeout=600)
+    except urllib.error.HTTPError as exc:
+        print(f"mlxjan: {action} {model_id}: {_error_message(exc)}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"no mlxjan answering on {settings.host}:{settings.port} ({exc})",
+              file=sys.stderr)
+        return 1
+    print(f"{model_id}: {'loaded' if action == 'load' else 'unloaded'}")
+    return 0
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read())
+        return str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {exc.code}"
 
 
 def _cache_line(cache: dict[str, float]) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mlxjan.chat.tool_stream import ToolCallSplitter
 from mlxjan.engine.text import DeltaAssembler
-from mlxjan.engine.worker import Emit
+from mlxjan.engine.thread import Emit
 from mlxjan.types import (
     Finished,
     FinishReason,

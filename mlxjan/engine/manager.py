@@ -12,9 +12,9 @@ import logging
 
 from mlxjan.engine.base import Engine
 from mlxjan.engine.cache_store import DiskCacheConfig
-from mlxjan.engine.llamacpp.kernels import KernelCheck
+from mlxjan.engine.protocol import EngineSpec
 from mlxjan.engine.scheduler import Admission
-from mlxjan.engine.selfcheck import Remembered
+from mlxjan.engine.supervisor import WorkerEngine
 from mlxjan.errors import ModelNotFoundError
 from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.settings import Settings
@@ -61,39 +61,36 @@ class EngineManager:
         return engine
 
     def _build(self, manifest: Manifest) -> Engine:
-        # An MLX folder can only run on MLX; a GGUF runs on either (converted once for MLX).
-        if manifest.format == "mlx" or self._settings.resolved_engine() == "mlx":
-            return self._build_mlx(manifest)
-        from mlxjan.engine.llamacpp.engine import LlamaCppEngine
+        return WorkerEngine(self.spec_for(manifest))
 
-        return LlamaCppEngine(
-            manifest.id, self._store.weights_path(manifest),
-            chat_template=manifest.chat_template,
-            context_length=self.context_length_for(manifest),
-            threads=self._settings.threads,
-            tool_grammar=self._settings.tool_grammar,
-            prompt_cache_bytes=self._settings.prompt_cache_bytes,
-            disk_cache=self.disk_cache_for(manifest),
-            max_batch=self._settings.max_batch_size,
-            kernels=KernelCheck(self._settings.self_checks_dir),
-            model_key=manifest.sha256,
-        )
+    def spec_for(self, manifest: Manifest) -> EngineSpec:
+        """What the model's worker builds: an MLX folder can only run on MLX; a GGUF runs on
+        either (converted once for MLX)."""
+        settings = self._settings
+        mlx = manifest.format == "mlx" or settings.resolved_engine() == "mlx"
+        return EngineSpec(
+            kind="mlx" if mlx else "llamacpp", manifest=manifest,
+            weights=self._store.weights_path(manifest), data_dir=settings.data_dir,
+            context_length=self.context_length_for(manifest), threads=settings.threads,
+            tool_grammar=settings.tool_grammar, prompt_cache_bytes=settings.prompt_cache_bytes,
+            max_batch=settings.max_batch_size,
+            self_checks_dir=settings.self_checks_dir, disk_cache=self.disk_cache_for(manifest),
+            log_level=settings.log_level)
 
-    def _build_mlx(self, manifest: Manifest) -> Engine:
-        from mlxjan.engine.mlx.converted import mlx_model_dir
-        from mlxjan.engine.mlx.engine import MlxEngine
+    async def load(self, model_id: str) -> None:
+        """Load a model now (by hand: this also clears a model marked failed)."""
+        engine = await self.get(model_id)
+        if isinstance(engine, WorkerEngine):
+            await engine.load(force=True)
+        else:
+            await engine.load()
 
-        return MlxEngine(
-            manifest.id, lambda: mlx_model_dir(self._store, manifest),
-            chat_template=manifest.chat_template,
-            context_length=self.context_length_for(manifest),
-            tool_grammar=self._settings.tool_grammar,
-            prompt_cache_bytes=self._settings.prompt_cache_bytes,
-            max_batch=self._settings.max_batch_size,
-            disk_cache=self.disk_cache_for(manifest),
-            self_checks=Remembered(self._settings.self_checks_dir),
-            model_key=manifest.sha256,
-        )
+    async def unload(self, model_id: str) -> None:
+        """End the model's worker: its memory returns to the system."""
+        self.get_model(model_id)
+        engine = self._engines.get(model_id)
+        if engine is not None:
+            await engine.unload()
 
     def disk_cache_for(self, manifest: Manifest) -> DiskCacheConfig | None:
         """Where this model's prompt-cache entries persist; None when that is off."""
@@ -107,6 +104,15 @@ class EngineManager:
             return self._settings.context_length
         trained = manifest.context_length or 4096
         return min(trained, self._settings.max_context_length)
+
+    def worker_states(self) -> dict[str, object]:
+        """Per model asked for so far: its worker's state and, after a crash, the cause."""
+        states: dict[str, object] = {}
+        for model_id, engine in self._engines.items():
+            worker = engine.health().get("worker")
+            if isinstance(worker, dict):
+                states[model_id] = {k: worker[k] for k in ("state", "pid", "last_exit")}
+        return states
 
     def loaded(self) -> list[dict[str, object]]:
         return [engine.health() for engine in self._engines.values()]

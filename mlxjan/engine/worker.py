@@ -1,212 +1,230 @@
-"""A dedicated thread that makes every call into one model library.
+"""A model's worker process: `python -m mlxjan.engine.worker --fd N`.
 
-MLX streams are thread-local and llama.cpp contexts are not thread-safe, so each engine owns
-one thread that loads its model and runs every job; asyncio talks to it through futures and
-queues fed with `loop.call_soon_threadsafe`. Jobs run one at a time, in order.
-
-Streamed events leave the thread through an Outbox: held while a job or a background step
-runs, then handed over together (a batch flushes before each decode too), so a step of four
-answers wakes the event loop once, not four times: each wake-up is a syscall on the engine
-thread, after which the woken loop usually holds the GIL while the engine thread waits.
+Spawned by the supervisor (engine/supervisor.py), never forked. It loads one model into its
+engine (which owns the engine thread, the batch and the prompt cache), says Ready or
+LoadFailed, then serves the connection: each Generate runs as a task that streams the
+engine's events back, each Cancel closes that stream (the batch drops the answer at its next
+step). It exits when told to (Shutdown, after persisting the prompt cache) and as soon as the
+API process is gone: the connection reads end-of-file (and, on Linux, the kernel sends
+SIGKILL on the parent's death too, for a worker stuck in native code).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
-import queue
+import os
+import signal
+import sys
 import threading
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
 
+from mlxjan.engine.base import Engine
+from mlxjan.engine.protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Counted,
+    CountTokens,
+    EngineSpec,
+    Failed,
+    FromWorker,
+    Generate,
+    HealthReport,
+    Hello,
+    LoadFailed,
+    Ready,
+    Shutdown,
+    StreamEnded,
+    StreamEvent,
+    ToWorker,
+    WireError,
+)
 from mlxjan.errors import EngineError, MlxjanError
-from mlxjan.types import Event, Finished, Started, TextDelta, ToolCallDelta
+from mlxjan.types import GenerationRequest
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-Emit = Callable[[Event], None]
-Producer = Callable[[Emit, threading.Event], None]
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s"
 
 
-@dataclass(frozen=True)
-class _Failed:
-    error: BaseException
+def build_engine(spec: EngineSpec) -> Engine:
+    """The engine the spec names; imports its model library (in the worker only)."""
+    manifest = spec.manifest
+    if spec.kind == "fake":
+        from mlxjan.testing.fake_engine import FakeEngine
+
+        return FakeEngine(manifest.id, context_length=spec.context_length,
+                          token_delay=spec.fake_token_delay)
+    if spec.kind == "mlx":
+        from mlxjan.engine.mlx.converted import mlx_model_dir
+        from mlxjan.engine.mlx.engine import MlxEngine
+        from mlxjan.engine.selfcheck import Remembered
+        from mlxjan.models.store import ModelStore
+
+        return MlxEngine(
+            manifest.id, lambda: mlx_model_dir(ModelStore(spec.data_dir), manifest),
+            chat_template=manifest.chat_template, context_length=spec.context_length,
+            tool_grammar=spec.tool_grammar, prompt_cache_bytes=spec.prompt_cache_bytes,
+            max_batch=spec.max_batch, disk_cache=spec.disk_cache,
+            self_checks=Remembered(spec.self_checks_dir), model_key=manifest.sha256)
+    from mlxjan.engine.llamacpp.engine import LlamaCppEngine
+    from mlxjan.engine.llamacpp.kernels import KernelCheck
+
+    return LlamaCppEngine(
+        manifest.id, spec.weights, chat_template=manifest.chat_template,
+        context_length=spec.context_length, threads=spec.threads,
+        tool_grammar=spec.tool_grammar, prompt_cache_bytes=spec.prompt_cache_bytes,
+        disk_cache=spec.disk_cache, max_batch=spec.max_batch,
+        kernels=KernelCheck(spec.self_checks_dir), model_key=manifest.sha256)
 
 
-_END = object()
-_STOP = object()
+class Outgoing:
+    """Messages for the API process, written together once per event-loop iteration."""
 
+    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._held: list[FromWorker] = []
 
-Item = Event | _Failed | object
-
-
-class Outbox:
-    """Events on their way from the engine thread to their streams' event loops, held until
-    `flush` hands them over together: one wake-up per loop per flush. Engine thread only."""
-
-    def __init__(self) -> None:
-        self._held: list[tuple[Sink, Item]] = []
-
-    def put(self, sink: Sink, item: Item) -> None:
-        self._held.append((sink, item))
+    def send(self, message: FromWorker) -> None:
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(message)
 
     def flush(self) -> None:
-        if not self._held:
-            return
-        held, self._held = self._held, []
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sink, Item]]] = {}
-        for sink, item in held:
-            by_loop.setdefault(sink.loop, []).append((sink, item))
-        for loop, items in by_loop.items():
+        if self._held:
+            held, self._held = self._held, []
             try:
-                loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # the loop closed under late events (server shutdown)
-                for sink, _ in items:
-                    sink.cancelled.set()
+                self._conn.send(held)
+            except OSError:  # the API process is gone
+                os._exit(0)
 
 
-def _deliver(items: list[tuple[Sink, Item]]) -> None:
-    for sink, item in items:
-        sink.events.put_nowait(item)
+class Served:
+    """The requests one worker is running: a task per stream or token count."""
 
+    def __init__(self, engine: Engine, out: Outgoing) -> None:
+        self._engine = engine
+        self._out = out
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.stopping = asyncio.Event()
 
-class Sink:
-    """Where an engine-thread producer sends one stream's events, through the thread's
-    outbox; the consumer side only sets `cancelled`."""
+    def handle(self, message: ToWorker) -> None:
+        if isinstance(message, Generate):
+            self._run(message.id, self._stream(message.id, message.request))
+        elif isinstance(message, CountTokens):
+            self._run(message.id, self._count(message.id, message.request))
+        elif isinstance(message, Cancel):
+            task = self._tasks.get(message.id)
+            if task is not None:
+                task.cancel()
+        elif isinstance(message, Shutdown):
+            self.stopping.set()
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Item],
-                 outbox: Outbox) -> None:
-        self.loop = loop
-        self.events = events
-        self._outbox = outbox
-        self.cancelled = threading.Event()  # set when the consumer has gone
-        self.closed = False
+    def _run(self, request_id: int, work: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[call-overload]
+        self._tasks[request_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(request_id, None))
 
-    def _put(self, item: Item) -> None:
-        self._outbox.put(self, item)
-
-    def emit(self, event: Event) -> None:
-        self._put(event)
-
-    def fail(self, error: BaseException) -> None:
-        """End the stream with an error: typed ones as they are, others logged and wrapped."""
-        if not isinstance(error, MlxjanError):
-            # A bug or library failure inside the engine: log it whole, report it typed.
-            log.error("engine job failed", exc_info=error)
-            error = EngineError(f"the engine failed: {type(error).__name__}: {error}")
-        self._put(_Failed(error))
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._put(_END)
-
-
-class EngineThread:
-    def __init__(self, name: str, background: Callable[[], bool] | None = None) -> None:
-        """`background` is called between jobs while it returns True (work in progress, e.g.
-        a decode step of a batch); every job queued meanwhile runs before the next call, so
-        requests that arrive together start in the same step."""
-        self._jobs: queue.SimpleQueue[Callable[[], None] | object] = queue.SimpleQueue()
-        self._background = background
-        self.outbox = Outbox()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        busy = False
-        while True:
-            for job in self._queued(wait=not busy):
-                if job is _STOP:
-                    self.outbox.flush()
-                    return
-                if callable(job):
-                    job()
-            self.outbox.flush()
-            busy = self._background is not None and self._background()
-            self.outbox.flush()
-
-    def _queued(self, wait: bool) -> list[Callable[[], None] | object]:
-        """Every job queued now (after waiting for one, with `wait`)."""
-        jobs = [self._jobs.get()] if wait else []
-        while True:
-            try:
-                jobs.append(self._jobs.get_nowait())
-            except queue.Empty:
-                return jobs
-
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run fn on the engine thread and return its result (or raise its exception)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: T | None, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)  # type: ignore[arg-type]
-
-        def job() -> None:
-            try:
-                result = fn()
-            except BaseException as exc:  # handed to the awaiting coroutine, not swallowed
-                loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                loop.call_soon_threadsafe(settle, result, None)
-
-        self._jobs.put(job)
-        return await future
-
-    def stream(self, produce: Producer) -> AsyncGenerator[Event, None]:
-        """Run `produce(emit, cancelled)` on the thread and yield what it emits.
-
-        Closing this generator early (the client left) sets `cancelled`, which the producer
-        checks between steps; a job still queued then never starts.
-        """
-        def start(sink: Sink) -> None:
-            def emit(event: Event) -> None:  # a producer that runs a while: each event now
-                sink.emit(event)
-                self.outbox.flush()
-
-            try:
-                produce(emit, sink.cancelled)
-            except Exception as exc:
-                sink.fail(exc)
-            finally:
-                sink.close()
-
-        return self.open_stream(start)
-
-    async def open_stream(self, start: Callable[[Sink], None]) -> AsyncGenerator[Event, None]:
-        """Call `start(sink)` on the thread; yield what is emitted into the sink until it is
-        closed. The sink may outlive `start` (a batch keeps it until the answer is done)."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Item] = asyncio.Queue()
-        sink = Sink(loop, events, self.outbox)
-
-        def job() -> None:
-            if sink.cancelled.is_set():
-                sink.close()
-                return
-            start(sink)
-
-        self._jobs.put(job)
+    async def _stream(self, request_id: int, request: GenerationRequest) -> None:
         try:
-            while True:
-                item = await events.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failed):
-                    raise item.error
-                assert isinstance(item, (Started, TextDelta, ToolCallDelta, Finished))
-                yield item
+            async for event in self._engine.stream(request):
+                self._out.send(StreamEvent(request_id, event))
+            self._out.send(StreamEnded(request_id))
+        except Exception as exc:
+            self._out.send(Failed(request_id, WireError.of(_typed(exc))))
         finally:
-            sink.cancelled.set()
+            self._out.send(HealthReport(self._engine.health()))
 
-    def close(self, timeout: float = 10.0) -> None:
-        self._jobs.put(_STOP)
-        self._thread.join(timeout)
+    async def _count(self, request_id: int, request: GenerationRequest) -> None:
+        try:
+            self._out.send(Counted(request_id, await self._engine.count_tokens(request)))
+        except Exception as exc:
+            self._out.send(Failed(request_id, WireError.of(_typed(exc))))
+
+
+def _typed(exc: Exception) -> MlxjanError:
+    if isinstance(exc, MlxjanError):
+        return exc
+    log.error("request failed in the worker", exc_info=exc)
+    return EngineError(f"the engine failed: {type(exc).__name__}: {exc}")
+
+
+def _read(conn: Connection, loop: asyncio.AbstractEventLoop, served: Served) -> None:
+    """The reader thread: hands each message list to the loop; end-of-file means the API
+    process is gone, and then nothing is worth finishing."""
+    while True:
+        try:
+            messages: Sequence[ToWorker] = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        for message in messages:
+            loop.call_soon_threadsafe(served.handle, message)
+
+
+async def serve(conn: Connection, spec: EngineSpec) -> int:
+    loop = asyncio.get_running_loop()
+    out = Outgoing(conn, loop)
+    engine = build_engine(spec)
+    try:
+        await engine.load()
+    except Exception as exc:
+        out.send(LoadFailed(WireError.of(_load_error(spec, exc))))
+        out.flush()
+        return 1
+    served = Served(engine, out)
+    out.send(Ready(os.getpid(), engine.health()))
+    threading.Thread(target=_read, args=(conn, loop, served), name="worker-reader",
+                     daemon=True).start()
+    await served.stopping.wait()
+    await engine.aclose()
+    out.flush()
+    return 0
+
+
+def _load_error(spec: EngineSpec, exc: Exception) -> MlxjanError:
+    if isinstance(exc, MlxjanError):
+        return exc
+    log.error("loading %s failed", spec.manifest.id, exc_info=exc)
+    return EngineError(f"failed to load model '{spec.manifest.id}': "
+                       f"{type(exc).__name__}: {exc}")
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the API process dies, even mid-decode."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlxjan.engine.worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    if os.getppid() != args.parent:  # the parent died before prctl took effect
+        return 0
+    # Ctrl-C in a terminal reaches the whole process group: the server decides when the
+    # worker stops (it drains, then sends Shutdown).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(args.fd)
+    first = conn.recv()
+    hello = first[0] if isinstance(first, list) and first else first
+    if not (isinstance(hello, Hello) and hello.version == PROTOCOL_VERSION):
+        found = getattr(hello, "version", type(hello).__name__)
+        conn.send([LoadFailed(WireError.of(EngineError(
+            f"worker protocol mismatch: expected version {PROTOCOL_VERSION}, got {found}")))])
+        return 2
+    logging.basicConfig(level=hello.spec.log_level.upper(), format=LOG_FORMAT,
+                        stream=sys.stderr, force=True)
+    return asyncio.run(serve(conn, hello.spec))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

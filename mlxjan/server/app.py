@@ -44,7 +44,9 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
 
     @app.get("/health", tags=["server"])
     async def health() -> dict[str, object]:
-        return {"status": "ok", "name": "mlxjan", "version": __version__}
+        """The API is up; each model's worker state (a crashed one with its exit cause)."""
+        return {"status": "ok", "name": "mlxjan", "version": __version__,
+                "models": manager.worker_states()}
 
     app.include_router(models_router, prefix=settings.api_prefix)
     app.include_router(openai_router, prefix=settings.api_prefix)

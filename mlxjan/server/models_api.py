@@ -1,4 +1,5 @@
-"""`GET /models` (OpenAI's list shape, or Anthropic's with anthropic-version) and `/status`."""
+"""`GET /models` (OpenAI's list shape, or Anthropic's with anthropic-version), `/status`,
+and loading or unloading a model by hand."""
 
 from __future__ import annotations
 
@@ -31,3 +32,19 @@ async def status(request: Request) -> dict[str, object]:
 @router.get("/models/{model_id}", response_model=openai.ModelCard)
 async def get_model(model_id: str, request: Request) -> openai.ModelCard:
     return chat_serving(request).model(model_id)
+
+
+@router.post("/models/{model_id}/load", tags=["server"])
+async def load_model(model_id: str, request: Request) -> dict[str, object]:
+    """Start the model's worker now (also clears a model marked failed after crashes)."""
+    manager: EngineManager = request.app.state.manager
+    await manager.load(model_id)
+    return {"id": model_id, "loaded": True}
+
+
+@router.post("/models/{model_id}/unload", tags=["server"])
+async def unload_model(model_id: str, request: Request) -> dict[str, object]:
+    """End the model's worker; its memory returns to the system."""
+    manager: EngineManager = request.app.state.manager
+    await manager.unload(model_id)
+    return {"id": model_id, "loaded": False}

@@ -11,12 +11,15 @@ import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
+from pathlib import Path
 
 from mlxjan.chat.tool_calls import HERMES, ToolFormat
 from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.generation import SampledToken, decode_loop
-from mlxjan.engine.worker import Emit, EngineThread
+from mlxjan.engine.protocol import EngineSpec
+from mlxjan.engine.thread import Emit, EngineThread
 from mlxjan.errors import ContextLengthExceededError
+from mlxjan.models.store import new_manifest
 from mlxjan.types import Event, GenerationRequest, Started
 
 Script = Callable[[GenerationRequest], str]
@@ -81,8 +84,22 @@ class FakeEngine:
         return None
 
     def health(self) -> dict[str, object]:
-        return {"engine": "fake", "model": self.model_id, "loaded": True}
+        return {"engine": "fake", "model": self.model_id, "loaded": True,
+                "tokens_produced": self.tokens_produced}
 
     async def aclose(self) -> None:
         self._thread.close()
 
+
+
+def fake_worker_spec(model_id: str, *, token_delay: float = 0.0,
+                     context_length: int = 4096) -> EngineSpec:
+    """A spec for a real worker process serving this scripted engine (tests of supervision:
+    `WorkerEngine(fake_worker_spec(...))`)."""
+    manifest = new_manifest(id=model_id, format="gguf", source="test", file="none.gguf",
+                            sha256="0" * 64, size=0)
+    return EngineSpec(kind="fake", manifest=manifest, weights=Path("none.gguf"),
+                      data_dir=Path("."), context_length=context_length, threads=None,
+                      tool_grammar=True, prompt_cache_bytes=0, max_batch=4,
+                      self_checks_dir=None, disk_cache=None, log_level="WARNING",
+                      fake_token_delay=token_delay)

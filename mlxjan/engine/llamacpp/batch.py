@@ -36,7 +36,7 @@ from mlxjan.engine.llamacpp.decode import (
 )
 from mlxjan.engine.llamacpp.pace import Pace
 from mlxjan.engine.prompt_cache import PERSIST_AFTER_TOKENS, PromptCache, common_prefix
-from mlxjan.engine.worker import Sink
+from mlxjan.engine.thread import Sink
 from mlxjan.errors import EngineError
 from mlxjan.types import SamplingParams, Started
 

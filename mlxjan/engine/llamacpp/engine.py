@@ -41,7 +41,7 @@ from mlxjan.engine.llamacpp.decode import (
 from mlxjan.engine.llamacpp.grammar import gbnf_for
 from mlxjan.engine.llamacpp.kernels import KernelCheck, Verdict
 from mlxjan.engine.prompt_cache import PromptCache
-from mlxjan.engine.worker import EngineThread, Sink
+from mlxjan.engine.thread import EngineThread, Sink
 from mlxjan.errors import ContextLengthExceededError
 from mlxjan.types import Constraint, Event, ForcedToolCall, GenerationRequest
 

@@ -27,7 +27,7 @@ from mlxjan.engine.mlx.guidance import mask_processor
 from mlxjan.engine.mlx.state import CacheLayers
 from mlxjan.engine.mlx.vocab import Vocab
 from mlxjan.engine.prompt_cache import PERSIST_AFTER_TOKENS, PromptCache
-from mlxjan.engine.worker import Sink
+from mlxjan.engine.thread import Sink
 from mlxjan.types import SamplingParams
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from mlxjan.engine.mlx.state import MLX_CODEC, CacheLayers
 from mlxjan.engine.mlx.vocab import Vocab, token_pieces
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.selfcheck import Remembered
-from mlxjan.engine.worker import EngineThread, Sink
+from mlxjan.engine.thread import EngineThread, Sink
 from mlxjan.errors import ContextLengthExceededError, EngineError, ModelSelfCheckError
 from mlxjan.types import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 

@@ -14,7 +14,7 @@ from mlxjan.engine.generation import Decoder
 from mlxjan.engine.llamacpp.batch import Answer, Batch, Slot
 from mlxjan.engine.llamacpp.decode import CHUNK, LONE_PROMPT_BATCH, Runtime
 from mlxjan.engine.prompt_cache import PromptCache
-from mlxjan.engine.worker import Sink
+from mlxjan.engine.thread import Sink
 from mlxjan.types import SamplingParams
 
 

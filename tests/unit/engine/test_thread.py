@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from mlxjan.engine.worker import EngineThread, Sink
+from mlxjan.engine.thread import EngineThread, Sink
 from mlxjan.errors import EngineError, InvalidRequestError
 from mlxjan.types import Event, Finished, Started, TextDelta, Usage
 

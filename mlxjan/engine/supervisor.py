@@ -1,0 +1,334 @@
+"""One worker process per loaded model, started and watched from the API process.
+
+`WorkerEngine` is the Engine serving code talks to; the model itself lives in a worker
+process (engine/worker.py) that it spawns on the first request and talks to over a socket
+pair (engine/protocol.py). The API process never imports llama.cpp or MLX, so a native crash
+costs one worker: its in-flight requests end with a typed error (`WorkerCrashedError`), its
+exit cause shows in the status, and the next request starts a new worker, after a backoff
+that grows with each crash in the window. `CRASHES_TO_FAIL` crashes within `CRASH_WINDOW_S`
+mark the model failed: requests then get `ModelFailedError` naming the cause until it is
+loaded again by hand (`load(force=True)`). Unloading ends the worker, so its memory returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Literal
+
+from mlxjan.engine.protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Counted,
+    CountTokens,
+    EngineSpec,
+    Failed,
+    FromWorker,
+    Generate,
+    Health,
+    HealthReport,
+    Hello,
+    LoadFailed,
+    Ready,
+    Shutdown,
+    StreamEnded,
+    StreamEvent,
+    ToWorker,
+)
+from mlxjan.errors import MlxjanError, ModelFailedError, WorkerCrashedError
+from mlxjan.types import Event, GenerationRequest
+
+log = logging.getLogger(__name__)
+CRASHES_TO_FAIL = 3
+CRASH_WINDOW_S = 300.0
+BACKOFF_S = (0.0, 1.0, 4.0)  # before a restart, by crashes in the window so far
+SHUTDOWN_GRACE_S = 15.0
+State = Literal["stopped", "starting", "ready", "crashed", "failed"]
+
+
+def exit_cause(returncode: int) -> str:
+    """An exit status in words: a signal by name (SIGSEGV: a native crash; SIGKILL: often
+    the out-of-memory killer), else the status."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exited with status {returncode}"
+
+
+class _Worker:
+    """One running worker process and its connection; the reader thread turns what arrives
+    into calls on the event loop, and its end into `on_exit(returncode)`."""
+
+    def __init__(self, spec: EngineSpec, loop: asyncio.AbstractEventLoop,
+                 on_messages: Callable[[Sequence[FromWorker]], None],
+                 on_exit: Callable[[_Worker, int], None]) -> None:
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlxjan.engine.worker", "--fd", str(theirs.fileno()),
+             "--parent", str(os.getpid())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.pid = self.proc.pid
+        self._conn = Connection(ours.detach())
+        self._send_lock = threading.Lock()
+        self.send([Hello(PROTOCOL_VERSION, spec)])
+        self._reader = threading.Thread(
+            target=self._read, args=(loop, on_messages, on_exit), daemon=True,
+            name=f"worker-{spec.manifest.id}-{self.pid}")
+        self._reader.start()
+
+    def send(self, messages: list[ToWorker]) -> bool:
+        """False when the worker is gone (its end is then reported by the reader)."""
+        try:
+            with self._send_lock:
+                self._conn.send(messages)
+            return True
+        except OSError:
+            return False
+
+    def _read(self, loop: asyncio.AbstractEventLoop,
+              on_messages: Callable[[Sequence[FromWorker]], None],
+              on_exit: Callable[[_Worker, int], None]) -> None:
+        while True:
+            try:
+                messages = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            if not _call_soon(loop, on_messages, messages):
+                break
+        returncode = self.proc.wait()
+        self._conn.close()
+        _call_soon(loop, on_exit, self, returncode)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: object) -> bool:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+        return True
+    except RuntimeError:  # the loop has closed: the server is gone
+        return False
+
+
+@dataclass
+class _Pending:
+    """One request in flight: a stream's events, or a token count's answer."""
+
+    events: asyncio.Queue[Event | MlxjanError | None] = field(default_factory=asyncio.Queue)
+
+
+class WorkerEngine:
+    """The Engine for one model, served by its worker process."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.model_id = spec.manifest.id
+        self._spec = spec
+        self._worker: _Worker | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._state: State = "stopped"
+        self._pending: dict[int, _Pending] = {}
+        self._counts: dict[int, asyncio.Future[int]] = {}
+        self._next_id = 0
+        self._crashes: list[float] = []
+        self._last_exit: str | None = None
+        self._last_error: str | None = None
+        self._load_error: MlxjanError | None = None
+        self._engine_health: Health = {}
+        self._started_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def load(self, force: bool = False) -> None:
+        """Start the worker if it is not running; `force` clears a failed state first."""
+        if force and self._state == "failed":
+            self._crashes.clear()
+            self._state = "crashed"
+        await self._running()
+
+    async def _running(self) -> _Worker:
+        async with self._lock:
+            if self._state == "failed":
+                raise ModelFailedError(self.model_id, self._last_error or "repeated crashes")
+            if self._worker is None or self._state != "ready":
+                await self._start()
+            assert self._worker is not None
+            return self._worker
+
+    async def _start(self) -> None:
+        recent = self._recent_crashes()
+        if recent:
+            await asyncio.sleep(BACKOFF_S[min(recent, len(BACKOFF_S)) - 1])
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._state = "starting"
+        self._started_at = time.time()
+        self._worker = _Worker(self._spec, loop, self._on_messages, self._on_exit)
+        log.info("%s: worker %d started", self.model_id, self._worker.pid)
+        try:
+            await self._ready
+        finally:
+            self._ready = None
+
+    async def unload(self) -> None:
+        async with self._lock:
+            worker = self._worker
+            if worker is None:
+                return
+            self._worker = None
+            self._state = "stopped"
+            self._engine_health = {}
+            worker.send([Shutdown()])
+            try:
+                await asyncio.wait_for(asyncio.to_thread(worker.proc.wait), SHUTDOWN_GRACE_S)
+            except TimeoutError:
+                log.warning("%s: worker %d did not stop; killing it", self.model_id, worker.pid)
+                worker.kill()
+                await asyncio.to_thread(worker.proc.wait)
+            log.info("%s: worker %d stopped", self.model_id, worker.pid)
+
+    async def aclose(self) -> None:
+        await self.unload()
+
+    def _recent_crashes(self) -> int:
+        now = time.monotonic()
+        self._crashes = [t for t in self._crashes if now - t < CRASH_WINDOW_S]
+        return len(self._crashes)
+
+    # --- what the worker says ----------------------------------------------------------------
+
+    def _on_messages(self, messages: Sequence[FromWorker]) -> None:
+        for message in messages:
+            if isinstance(message, StreamEvent):
+                self._deliver(message.id, message.event)
+            elif isinstance(message, StreamEnded):
+                self._deliver(message.id, None)
+            elif isinstance(message, Failed):
+                self._settle(message.id, message.error.rebuild())
+            elif isinstance(message, Counted):
+                self._settle(message.id, message.tokens)
+            elif isinstance(message, HealthReport):
+                self._engine_health = message.health
+            elif isinstance(message, Ready):
+                self._state, self._engine_health = "ready", message.health
+                self._resolve_ready(None)
+            elif isinstance(message, LoadFailed):  # the worker exits next
+                self._load_error = message.error.rebuild()
+                self._last_error = self._load_error.message
+                log.error("%s: %s", self.model_id, self._last_error)
+
+    def _deliver(self, request_id: int, item: Event | MlxjanError | None) -> None:
+        pending = self._pending.get(request_id)
+        if pending is not None:
+            pending.events.put_nowait(item)
+
+    def _settle(self, request_id: int, result: int | MlxjanError) -> None:
+        count = self._counts.pop(request_id, None)
+        if count is None:
+            self._deliver(request_id, result if isinstance(result, MlxjanError) else None)
+        elif not count.done():
+            if isinstance(result, MlxjanError):
+                count.set_exception(result)
+            else:
+                count.set_result(result)
+
+    def _resolve_ready(self, error: MlxjanError | None) -> None:
+        if self._ready is not None and not self._ready.done():
+            if error is None:
+                self._ready.set_result(None)
+            else:
+                self._ready.set_exception(error)
+
+    def _on_exit(self, worker: _Worker, returncode: int) -> None:
+        if worker is not self._worker:  # an unloaded worker's expected end
+            return
+        self._worker = None
+        self._engine_health = {}
+        cause = exit_cause(returncode)
+        self._last_exit = cause
+        self._crashes.append(time.monotonic())
+        error: MlxjanError
+        if self._load_error is not None:  # it said why before exiting
+            error, self._load_error = self._load_error, None
+        else:
+            self._last_error = f"its worker process {cause}"
+            error = WorkerCrashedError(self.model_id, cause)
+            log.error("%s: worker %d %s", self.model_id, worker.pid, cause)
+        self._state = "failed" if self._recent_crashes() >= CRASHES_TO_FAIL else "crashed"
+        self._resolve_ready(error)
+        for pending in self._pending.values():
+            pending.events.put_nowait(error)
+        for count in self._counts.values():
+            if not count.done():
+                count.set_exception(error)
+        self._counts.clear()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        worker = await self._running()
+        request_id = self._new_id()
+        pending = self._pending[request_id] = _Pending()
+        ended = False
+        if not worker.send([Generate(request_id, request)]):
+            self._pending.pop(request_id)
+            raise WorkerCrashedError(self.model_id, "its connection closed")
+        try:
+            while True:
+                item = await pending.events.get()
+                if item is None:
+                    ended = True
+                    return
+                if isinstance(item, MlxjanError):
+                    ended = True
+                    raise item
+                yield item
+        finally:
+            self._pending.pop(request_id, None)
+            if not ended:  # the client left: stop the answer in the worker
+                worker.send([Cancel(request_id)])
+
+    async def count_tokens(self, request: GenerationRequest) -> int:
+        worker = await self._running()
+        request_id = self._new_id()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._counts[request_id] = future
+        if not worker.send([CountTokens(request_id, request)]):
+            self._counts.pop(request_id, None)
+            raise WorkerCrashedError(self.model_id, "its connection closed")
+        return await future
+
+    def health(self) -> dict[str, object]:
+        worker = self._worker
+        record: dict[str, object] = {
+            "engine": self._spec.kind, "model": self.model_id, "context_length":
+            self._spec.context_length, **self._engine_health,
+            "loaded": self._state == "ready",
+        }
+        record["worker"] = {
+            "state": self._state, "pid": worker.pid if worker else None,
+            "started_at": self._started_at if worker else None,
+            "crashes_recent": self._recent_crashes(), "last_exit": self._last_exit,
+            "last_error": self._last_error, "requests_in_flight": len(self._pending),
+        }
+        return record
