@@ -1,11 +1,52 @@
-"""The Engine protocol: what serving code calls, whatever runs the model."""
+"""The Engine protocol: what serving code calls, whatever runs the model, and the status
+record every engine gives (`GET /v1/status`, `mlxjan ps`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
+from mlxjan.engine.prompt_cache import CacheStats
 from mlxjan.types import Event, GenerationRequest
+
+WorkerState = Literal["stopped", "starting", "ready", "crashed", "failed"]
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    running: int
+    max: int
+    waiting: int = 0
+    # llama.cpp: decode speed measured by answers per step (engine/llamacpp/pace.py).
+    tokens_per_s_by_size: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """The model's worker process, as its supervisor sees it."""
+
+    state: WorkerState
+    pid: int | None = None
+    started_at: float | None = None  # Unix time
+    crashes_recent: int = 0
+    last_exit: str | None = None  # e.g. "killed by SIGSEGV"
+    last_error: str | None = None
+    requests_in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    engine: str
+    model: str
+    loaded: bool
+    context_length: int | None = None
+    threads: int | None = None
+    kernels: str | None = None  # llama.cpp: the kernel plan the self-check chose
+    batch: BatchStatus | None = None
+    prompt_cache: CacheStats | None = None
+    worker: WorkerStatus | None = None
+    tokens_generated: int | None = None  # since load, where the engine counts them
 
 
 class Engine(Protocol):
@@ -23,6 +64,6 @@ class Engine(Protocol):
 
     async def unload(self) -> None: ...
 
-    def health(self) -> dict[str, object]: ...
+    def health(self) -> EngineStatus: ...
 
     async def aclose(self) -> None: ...

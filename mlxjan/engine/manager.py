@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mlxjan.engine.base import Engine
+from mlxjan.engine.base import Engine, EngineStatus, WorkerStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.protocol import EngineSpec
 from mlxjan.engine.scheduler import Admission
@@ -105,16 +105,13 @@ class EngineManager:
         trained = manifest.context_length or 4096
         return min(trained, self._settings.max_context_length)
 
-    def worker_states(self) -> dict[str, object]:
-        """Per model asked for so far: its worker's state and, after a crash, the cause."""
-        states: dict[str, object] = {}
-        for model_id, engine in self._engines.items():
-            worker = engine.health().get("worker")
-            if isinstance(worker, dict):
-                states[model_id] = {k: worker[k] for k in ("state", "pid", "last_exit")}
-        return states
+    def workers(self) -> dict[str, WorkerStatus]:
+        """Per model asked for so far that runs in a worker: that worker's state."""
+        statuses = {model_id: engine.health() for model_id, engine in self._engines.items()}
+        return {model_id: status.worker for model_id, status in statuses.items()
+                if status.worker is not None}
 
-    def loaded(self) -> list[dict[str, object]]:
+    def loaded(self) -> list[EngineStatus]:
         return [engine.health() for engine in self._engines.values()]
 
     async def aclose(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from mlxjan import errors
+from mlxjan.engine.base import EngineStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.models.store import Manifest
 from mlxjan.types import Event, GenerationRequest
@@ -24,7 +25,6 @@ from mlxjan.types import Event, GenerationRequest
 PROTOCOL_VERSION = 1
 # "fake": mlxjan.testing's scripted engine, for tests of the supervision itself.
 EngineKind = Literal["llamacpp", "mlx", "fake"]
-Health: TypeAlias = dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Ready:
     """The model is loaded; the worker takes requests."""
 
     pid: int
-    health: Health
+    health: EngineStatus
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class Counted:
 class HealthReport:
     """The engine's own record (batch, prompt cache), sent whenever a request ends."""
 
-    health: Health
+    health: EngineStatus
 
 
 FromWorker: TypeAlias = (Ready | LoadFailed | StreamEvent | StreamEnded | Failed | Counted

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from mlxjan.chat.tool_stream import assemble_calls
-from mlxjan.engine.base import Engine
+from mlxjan.engine.base import Engine, EngineStatus
 from mlxjan.types import (
     ChatMessage,
     Event,
@@ -131,7 +131,7 @@ class RepeatGuard:
     async def unload(self) -> None:
         await self._engine.unload()
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> EngineStatus:
         return self._engine.health()
 
     async def aclose(self) -> None:

@@ -22,10 +22,10 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import Literal
 
+from mlxjan.engine.base import EngineStatus, WorkerState, WorkerStatus
 from mlxjan.engine.protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -35,7 +35,6 @@ from mlxjan.engine.protocol import (
     Failed,
     FromWorker,
     Generate,
-    Health,
     HealthReport,
     Hello,
     LoadFailed,
@@ -45,15 +44,15 @@ from mlxjan.engine.protocol import (
     StreamEvent,
     ToWorker,
 )
-from mlxjan.errors import MlxjanError, ModelFailedError, WorkerCrashedError
+from mlxjan.errors import EngineError, MlxjanError, ModelFailedError, WorkerCrashedError
 from mlxjan.types import Event, GenerationRequest
 
 log = logging.getLogger(__name__)
 CRASHES_TO_FAIL = 3
 CRASH_WINDOW_S = 300.0
 BACKOFF_S = (0.0, 1.0, 4.0)  # before a restart, by crashes in the window so far
-SHUTDOWN_GRACE_S = 15.0
-State = Literal["stopped", "starting", "ready", "crashed", "failed"]
+SHUTDOWN_GRACE_S = 15.0  # for a worker told to stop, before it is killed
+DRAIN_S = 30.0  # for the requests in flight when a model is unloaded
 
 
 def exit_cause(returncode: int) -> str:
@@ -128,9 +127,18 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: 
 
 @dataclass
 class _Pending:
-    """One request in flight: a stream's events, or a token count's answer."""
+    """One stream in flight on `worker`: its events, then None (ended) or an error."""
 
+    worker: _Worker
     events: asyncio.Queue[Event | MlxjanError | None] = field(default_factory=asyncio.Queue)
+
+
+@dataclass
+class _Count:
+    """One token count in flight on `worker`."""
+
+    worker: _Worker
+    answer: asyncio.Future[int]
 
 
 class WorkerEngine:
@@ -141,15 +149,15 @@ class WorkerEngine:
         self._spec = spec
         self._worker: _Worker | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._state: State = "stopped"
+        self._state: WorkerState = "stopped"
         self._pending: dict[int, _Pending] = {}
-        self._counts: dict[int, asyncio.Future[int]] = {}
+        self._counts: dict[int, _Count] = {}
         self._next_id = 0
         self._crashes: list[float] = []
         self._last_exit: str | None = None
         self._last_error: str | None = None
         self._load_error: MlxjanError | None = None
-        self._engine_health: Health = {}
+        self._engine_health: EngineStatus | None = None  # the worker's last report
         self._started_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -187,13 +195,18 @@ class WorkerEngine:
             self._ready = None
 
     async def unload(self) -> None:
+        """Let the requests in flight finish (up to DRAIN_S), then end the worker. Requests
+        that arrive meanwhile wait, and start a new worker once it has ended."""
         async with self._lock:
             worker = self._worker
             if worker is None:
                 return
+            deadline = time.monotonic() + DRAIN_S
+            while (self._pending or self._counts) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             self._worker = None
             self._state = "stopped"
-            self._engine_health = {}
+            self._engine_health = None
             worker.send([Shutdown()])
             try:
                 await asyncio.wait_for(asyncio.to_thread(worker.proc.wait), SHUTDOWN_GRACE_S)
@@ -242,11 +255,11 @@ class WorkerEngine:
         count = self._counts.pop(request_id, None)
         if count is None:
             self._deliver(request_id, result if isinstance(result, MlxjanError) else None)
-        elif not count.done():
+        elif not count.answer.done():
             if isinstance(result, MlxjanError):
-                count.set_exception(result)
+                count.answer.set_exception(result)
             else:
-                count.set_result(result)
+                count.answer.set_result(result)
 
     def _resolve_ready(self, error: MlxjanError | None) -> None:
         if self._ready is not None and not self._ready.done():
@@ -257,9 +270,11 @@ class WorkerEngine:
 
     def _on_exit(self, worker: _Worker, returncode: int) -> None:
         if worker is not self._worker:  # an unloaded worker's expected end
+            self._fail_requests(worker, EngineError(
+                f"Model '{self.model_id}' was unloaded before this request finished."))
             return
         self._worker = None
-        self._engine_health = {}
+        self._engine_health = None
         cause = exit_cause(returncode)
         self._last_exit = cause
         self._crashes.append(time.monotonic())
@@ -272,12 +287,18 @@ class WorkerEngine:
             log.error("%s: worker %d %s", self.model_id, worker.pid, cause)
         self._state = "failed" if self._recent_crashes() >= CRASHES_TO_FAIL else "crashed"
         self._resolve_ready(error)
+        self._fail_requests(worker, error)
+
+    def _fail_requests(self, worker: _Worker, error: MlxjanError) -> None:
+        """End every request still in flight on `worker` with `error`."""
         for pending in self._pending.values():
-            pending.events.put_nowait(error)
-        for count in self._counts.values():
-            if not count.done():
-                count.set_exception(error)
-        self._counts.clear()
+            if pending.worker is worker:
+                pending.events.put_nowait(error)
+        for request_id, count in list(self._counts.items()):
+            if count.worker is worker:
+                del self._counts[request_id]
+                if not count.answer.done():
+                    count.answer.set_exception(error)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -288,7 +309,7 @@ class WorkerEngine:
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         worker = await self._running()
         request_id = self._new_id()
-        pending = self._pending[request_id] = _Pending()
+        pending = self._pending[request_id] = _Pending(worker)
         ended = False
         if not worker.send([Generate(request_id, request)]):
             self._pending.pop(request_id)
@@ -311,24 +332,22 @@ class WorkerEngine:
     async def count_tokens(self, request: GenerationRequest) -> int:
         worker = await self._running()
         request_id = self._new_id()
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._counts[request_id] = future
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._counts[request_id] = _Count(worker, answer)
         if not worker.send([CountTokens(request_id, request)]):
             self._counts.pop(request_id, None)
             raise WorkerCrashedError(self.model_id, "its connection closed")
-        return await future
+        return await answer
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> EngineStatus:
+        """The worker's last report (batch, prompt cache), with the supervisor's view."""
         worker = self._worker
-        record: dict[str, object] = {
-            "engine": self._spec.kind, "model": self.model_id, "context_length":
-            self._spec.context_length, **self._engine_health,
-            "loaded": self._state == "ready",
-        }
-        record["worker"] = {
-            "state": self._state, "pid": worker.pid if worker else None,
-            "started_at": self._started_at if worker else None,
-            "crashes_recent": self._recent_crashes(), "last_exit": self._last_exit,
-            "last_error": self._last_error, "requests_in_flight": len(self._pending),
-        }
-        return record
+        spec = self._spec
+        reported = self._engine_health or EngineStatus(
+            engine=spec.kind, model=self.model_id, loaded=False,
+            context_length=spec.context_length)
+        return replace(reported, loaded=self._state == "ready", worker=WorkerStatus(
+            state=self._state, pid=worker.pid if worker else None,
+            started_at=self._started_at if worker else None,
+            crashes_recent=self._recent_crashes(), last_exit=self._last_exit,
+            last_error=self._last_error, requests_in_flight=len(self._pending)))

@@ -167,16 +167,18 @@ async def serve(conn: Connection, spec: EngineSpec) -> int:
     loop = asyncio.get_running_loop()
     out = Outgoing(conn, loop)
     engine = build_engine(spec)
+    served = Served(engine, out)
+    # Reading starts before the load, which can take minutes (a GGUF converted for MLX):
+    # a server that goes meanwhile is noticed at once.
+    threading.Thread(target=_read, args=(conn, loop, served), name="worker-reader",
+                     daemon=True).start()
     try:
         await engine.load()
     except Exception as exc:
         out.send(LoadFailed(WireError.of(_load_error(spec, exc))))
         out.flush()
         return 1
-    served = Served(engine, out)
     out.send(Ready(os.getpid(), engine.health()))
-    threading.Thread(target=_read, args=(conn, loop, served), name="worker-reader",
-                     daemon=True).start()
     await served.stopping.wait()
     await engine.aclose()
     out.flush()

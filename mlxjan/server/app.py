@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.middleware.cors import CORSMiddleware
 
 from mlxjan import __version__
-from mlxjan.engine.base import Engine
+from mlxjan.engine.base import Engine, WorkerStatus
 from mlxjan.engine.manager import EngineManager
 from mlxjan.models.store import ModelStore
 from mlxjan.server.anthropic.routes import router as anthropic_router
@@ -23,6 +25,13 @@ from mlxjan.settings import Settings
 
 CLIENT_HEADERS = ["authorization", "x-api-key", "content-type", "anthropic-version",
                   "anthropic-beta"]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    name: Literal["mlxjan"] = "mlxjan"  # how `mlxjan serve` knows a port is held by mlxjan
+    version: str
+    models: dict[str, WorkerStatus]
 
 
 def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> FastAPI:
@@ -42,11 +51,10 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     app.state.messages_serving = MessagesServing(manager, settings)
     install_error_handlers(app, settings.api_prefix)
 
-    @app.get("/health", tags=["server"])
-    async def health() -> dict[str, object]:
+    @app.get("/health", tags=["server"], response_model=Health)
+    async def health() -> Health:
         """The API is up; each model's worker state (a crashed one with its exit cause)."""
-        return {"status": "ok", "name": "mlxjan", "version": __version__,
-                "models": manager.worker_states()}
+        return Health(version=__version__, models=manager.workers())
 
     app.include_router(models_router, prefix=settings.api_prefix)
     app.include_router(openai_router, prefix=settings.api_prefix)

@@ -4,7 +4,9 @@ and loading or unloading a model by hand."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 
+from mlxjan.engine.base import EngineStatus
 from mlxjan.engine.manager import EngineManager
 from mlxjan.server.anthropic import schemas as anthropic
 from mlxjan.server.anthropic.routes import serving as messages_serving
@@ -21,12 +23,23 @@ async def list_models(request: Request) -> openai.ModelList | anthropic.ModelLis
     return chat_serving(request).models()
 
 
-@router.get("/status", tags=["server"])
-async def status(request: Request) -> dict[str, object]:
-    """What the server holds now: loaded models and requests running or waiting."""
+class RequestsStatus(BaseModel):
+    active: int  # running or waiting
+    limit: int
+
+
+class ServerStatus(BaseModel):
+    models: list[EngineStatus]
+    requests: RequestsStatus
+
+
+@router.get("/status", tags=["server"], response_model=ServerStatus)
+async def status(request: Request) -> ServerStatus:
+    """What the server holds now: each model asked for (its engine, batch, prompt cache and
+    worker process) and the requests running or waiting."""
     manager: EngineManager = request.app.state.manager
-    return {"models": manager.loaded(),
-            "requests": {"active": manager.admission.active, "limit": manager.admission.limit}}
+    return ServerStatus(models=manager.loaded(), requests=RequestsStatus(
+        active=manager.admission.active, limit=manager.admission.limit))
 
 
 @router.get("/models/{model_id}", response_model=openai.ModelCard)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlxjan.chat.tool_calls import HERMES, ToolFormat
 from mlxjan.chat.tool_stream import splitter_for
+from mlxjan.engine.base import EngineStatus
 from mlxjan.engine.generation import SampledToken, decode_loop
 from mlxjan.engine.protocol import EngineSpec
 from mlxjan.engine.thread import Emit, EngineThread
@@ -83,9 +84,10 @@ class FakeEngine:
     async def unload(self) -> None:
         return None
 
-    def health(self) -> dict[str, object]:
-        return {"engine": "fake", "model": self.model_id, "loaded": True,
-                "tokens_produced": self.tokens_produced}
+    def health(self) -> EngineStatus:
+        return EngineStatus(engine="fake", model=self.model_id, loaded=True,
+                            context_length=self.context_length,
+                            tokens_generated=self.tokens_produced)
 
     async def aclose(self) -> None:
         self._thread.close()

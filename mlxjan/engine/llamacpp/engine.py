@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from mlxjan.chat.tool_calls import (
     detect_format,
 )
 from mlxjan.chat.tool_stream import splitter_for
+from mlxjan.engine.base import BatchStatus, EngineStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.generation import Decoder
@@ -124,16 +125,16 @@ class LlamaCppEngine:
         await self.unload()
         self._thread.close()
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> EngineStatus:
         batch = self._batch
-        return {"engine": "llamacpp", "model": self.model_id, "loaded": batch is not None,
-                "context_length": self.context_length,
-                "threads": self.threads,
-                "kernels": self._verdict.detail if self._verdict else None,
-                "batch": {"running": batch.running if batch else 0,
-                          "waiting": batch.waiting if batch else 0, "max": self.slots,
-                          "tokens_per_s_by_size": batch.pace.rates() if batch else {}},
-                "prompt_cache": asdict(self._cache.stats())}
+        return EngineStatus(
+            engine="llamacpp", model=self.model_id, loaded=batch is not None,
+            context_length=self.context_length, threads=self.threads,
+            kernels=self._verdict.detail if self._verdict else None,
+            batch=BatchStatus(running=batch.running if batch else 0, max=self.slots,
+                              waiting=batch.waiting if batch else 0,
+                              tokens_per_s_by_size=batch.pace.rates() if batch else {}),
+            prompt_cache=self._cache.stats())
 
     # --- generation ------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from mlxjan.chat.tool_calls import (
     detect_format,
 )
 from mlxjan.chat.tool_stream import splitter_for
+from mlxjan.engine.base import BatchStatus, EngineStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.generation import Decoder
@@ -155,13 +156,14 @@ class MlxEngine:
         await self._thread.call(_clear_streams)
         self._thread.close()
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> EngineStatus:
         loaded = self._loaded
-        return {"engine": "mlx", "model": self.model_id, "loaded": loaded is not None,
-                "context_length": self.context_length,
-                "batch": {"running": loaded.batch.running if loaded else 0,
-                          "max": self.max_batch},
-                "prompt_cache": asdict(self._cache.stats())}
+        return EngineStatus(
+            engine="mlx", model=self.model_id, loaded=loaded is not None,
+            context_length=self.context_length,
+            batch=BatchStatus(running=loaded.batch.running if loaded else 0,
+                              max=self.max_batch),
+            prompt_cache=self._cache.stats())
 
     # --- generation ------------------------------------------------------------------------
 

@@ -157,6 +157,72 @@ class MessageOut(BaseModel):
     usage: UsageOut
 
 
+# --- stream events (`event: <type>` + `data: <the event>`), typed like the OpenAI chunks ---
+
+class MessageStart(BaseModel):
+    type: Literal["message_start"] = "message_start"
+    message: MessageOut
+
+
+class ToolUseStart(BaseModel):
+    """A tool_use block as it opens: its input comes as input_json_delta fragments."""
+
+    type: Literal["tool_use"] = "tool_use"
+    id: str
+    name: str | None
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ContentBlockStart(BaseModel):
+    type: Literal["content_block_start"] = "content_block_start"
+    index: int
+    content_block: TextOut | ToolUseStart
+
+
+class TextDeltaOut(BaseModel):
+    type: Literal["text_delta"] = "text_delta"
+    text: str
+
+
+class InputJsonDelta(BaseModel):
+    type: Literal["input_json_delta"] = "input_json_delta"
+    partial_json: str
+
+
+class ContentBlockDelta(BaseModel):
+    type: Literal["content_block_delta"] = "content_block_delta"
+    index: int
+    delta: TextDeltaOut | InputJsonDelta
+
+
+class ContentBlockStop(BaseModel):
+    type: Literal["content_block_stop"] = "content_block_stop"
+    index: int
+
+
+class MessageDeltaBody(BaseModel):
+    stop_reason: StopReason | None
+    stop_sequence: str | None
+
+
+class MessageDelta(BaseModel):
+    type: Literal["message_delta"] = "message_delta"
+    delta: MessageDeltaBody
+    usage: UsageOut
+
+
+class MessageStop(BaseModel):
+    type: Literal["message_stop"] = "message_stop"
+
+
+class Ping(BaseModel):
+    type: Literal["ping"] = "ping"
+
+
+StreamEventOut = (MessageStart | ContentBlockStart | ContentBlockDelta | ContentBlockStop
+                  | MessageDelta | MessageStop | Ping)
+
+
 class CountTokensOut(BaseModel):
     input_tokens: int
 

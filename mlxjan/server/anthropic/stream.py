@@ -8,27 +8,18 @@ pairs and leaves the SSE framing to `server/sse.py`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import BaseModel
+from typing import Literal
 
 from mlxjan.server.anthropic import schemas as s
 from mlxjan.server.anthropic.convert import stop_reason, tool_use_id, usage_out
 from mlxjan.types import Finished, Started, TextDelta, ToolCallDelta
 
 BlockType = Literal["text", "tool_use"]
-StreamEvent = tuple[str, BaseModel]
+StreamEvent = tuple[str, s.StreamEventOut]  # (the SSE event name, its data)
 
 
-class Payload(BaseModel):
-    """A stream event body: the `type` plus whatever fields that event carries."""
-
-    model_config = {"extra": "allow"}
-    type: str
-
-
-def _event(kind: str, **fields: Any) -> StreamEvent:
-    return kind, Payload(type=kind, **fields)
+def _event(event: s.StreamEventOut) -> StreamEvent:
+    return event.type, event
 
 
 class MessageStream:
@@ -47,53 +38,53 @@ class MessageStream:
             id=self._id, model=self._model, content=[], stop_reason=None, stop_sequence=None,
             usage=usage_out(self._prompt_tokens, self._cached_tokens, 0),
         )
-        return [_event("message_start", message=message.model_dump(mode="json"))]
+        return [_event(s.MessageStart(message=message))]
 
     def on_delta(self, delta: TextDelta | ToolCallDelta) -> list[StreamEvent]:
         if isinstance(delta, ToolCallDelta):
             return self._on_tool_call(delta)
         if not delta.text:
             return []
-        events = self._switch_to("text", {"type": "text", "text": ""})
-        events.append(_event("content_block_delta", index=self._next_index - 1,
-                             delta={"type": "text_delta", "text": delta.text}))
+        events = self._switch_to("text", s.TextOut(text=""))
+        events.append(_event(s.ContentBlockDelta(index=self._next_index - 1,
+                                                 delta=s.TextDeltaOut(text=delta.text))))
         return events
 
     def _on_tool_call(self, delta: ToolCallDelta) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         if delta.id is not None:  # a new call: always its own block
             events = self._close()
-            events += self._switch_to("tool_use", {
-                "type": "tool_use", "id": tool_use_id(delta.id), "name": delta.name,
-                "input": {}})
+            events += self._switch_to("tool_use", s.ToolUseStart(id=tool_use_id(delta.id),
+                                                                 name=delta.name))
         if delta.arguments:
-            events.append(_event("content_block_delta", index=self._next_index - 1,
-                                 delta={"type": "input_json_delta",
-                                        "partial_json": delta.arguments}))
+            events.append(_event(s.ContentBlockDelta(
+                index=self._next_index - 1,
+                delta=s.InputJsonDelta(partial_json=delta.arguments))))
         return events
 
     def finish(self, finished: Finished) -> list[StreamEvent]:
         events = self._close()
         usage = usage_out(self._prompt_tokens, self._cached_tokens,
                           finished.usage.completion_tokens)
-        events.append(_event("message_delta",
-                             delta={"stop_reason": stop_reason(finished),
-                                    "stop_sequence": finished.stop_sequence},
-                             usage=usage.model_dump()))
-        events.append(_event("message_stop"))
+        events.append(_event(s.MessageDelta(
+            delta=s.MessageDeltaBody(stop_reason=stop_reason(finished),
+                                     stop_sequence=finished.stop_sequence),
+            usage=usage)))
+        events.append(_event(s.MessageStop()))
         self.finished = True
         return events
 
     @staticmethod
     def ping() -> StreamEvent:
-        return _event("ping")
+        return _event(s.Ping())
 
-    def _switch_to(self, block: BlockType, content_block: dict[str, Any]) -> list[StreamEvent]:
+    def _switch_to(self, block: BlockType, content_block: s.TextOut | s.ToolUseStart
+                   ) -> list[StreamEvent]:
         if self._open == block:
             return []
         events = self._close()
-        events.append(_event("content_block_start", index=self._next_index,
-                             content_block=content_block))
+        events.append(_event(s.ContentBlockStart(index=self._next_index,
+                                                 content_block=content_block)))
         self._open = block
         self._next_index += 1
         return events
@@ -102,4 +93,4 @@ class MessageStream:
         if self._open is None:
             return []
         self._open = None
-        return [_event("content_block_stop", index=self._next_index - 1)]
+        return [_event(s.ContentBlockStop(index=self._next_index - 1))]

@@ -14,6 +14,7 @@ from typing import TypeVar
 import pytest
 
 from mlxjan.engine import supervisor
+from mlxjan.engine.base import WorkerStatus
 from mlxjan.engine.protocol import EngineSpec, WireError
 from mlxjan.engine.supervisor import WorkerEngine, exit_cause
 from mlxjan.errors import (
@@ -53,16 +54,15 @@ def _text(events: list[Event]) -> str:
 
 
 def _pid(engine: WorkerEngine) -> int:
-    worker = engine.health()["worker"]
-    assert isinstance(worker, dict) and isinstance(worker["pid"], int)
-    pid: int = worker["pid"]
+    pid = _worker(engine).pid
+    assert pid is not None
     return pid
 
 
-def _worker(engine: WorkerEngine) -> dict[str, object]:
-    record = engine.health()["worker"]
-    assert isinstance(record, dict)
-    return record
+def _worker(engine: WorkerEngine) -> WorkerStatus:
+    worker = engine.health().worker
+    assert worker is not None
+    return worker
 
 
 def test_an_answer_crosses_the_worker_as_the_engine_gave_it() -> None:
@@ -102,8 +102,8 @@ def test_a_crash_mid_answer_ends_it_typed_and_the_next_request_restarts_the_work
             async for _ in stream:
                 pass
         assert first is not None
-        assert _worker(engine)["state"] == "crashed"
-        assert _worker(engine)["last_exit"] == "killed by SIGSEGV"
+        assert _worker(engine).state == "crashed"
+        assert _worker(engine).last_exit == "killed by SIGSEGV"
         events = [e async for e in engine.stream(_ask("again"))]
         assert _text(events) == "You said: again"
         assert _pid(engine) != crashed
@@ -120,9 +120,9 @@ def test_repeated_crashes_mark_the_model_failed_until_loaded_by_hand(
             await engine.load()
             pid = _pid(engine)
             os.kill(pid, signal.SIGKILL)
-            while _worker(engine)["pid"] == pid:
+            while _worker(engine).pid == pid:
                 await asyncio.sleep(0.01)
-        assert _worker(engine)["state"] == "failed"
+        assert _worker(engine).state == "failed"
         with pytest.raises(ModelFailedError, match="killed by SIGKILL"):
             [e async for e in engine.stream(_ask("hi"))]
         await engine.load(force=True)
@@ -139,11 +139,11 @@ def test_a_client_that_leaves_stops_the_answer_in_the_worker() -> None:
         await stream.aclose()  # type: ignore[attr-defined]
         # The worker reports the engine's record when the stream ends there: at once when
         # cancelled, after all 200 tokens (4 s) when not.
-        while not engine.health().get("tokens_produced"):
+        while not engine.health().tokens_generated:
             await asyncio.sleep(0.01)
-        produced = engine.health()["tokens_produced"]
-        assert isinstance(produced, int) and produced < 50
-        assert _worker(engine)["requests_in_flight"] == 0
+        produced = engine.health().tokens_generated
+        assert produced is not None and produced < 50
+        assert _worker(engine).requests_in_flight == 0
 
     _run(WorkerEngine(_spec(token_delay=0.02)), test)
 
@@ -154,7 +154,7 @@ def test_unload_ends_the_worker_process_and_a_request_starts_a_new_one() -> None
         pid = _pid(engine)
         await engine.unload()
         assert not Path(f"/proc/{pid}").exists() or _zombie_or_gone(pid)
-        assert _worker(engine)["state"] == "stopped"
+        assert _worker(engine).state == "stopped"
         assert _text([e async for e in engine.stream(_ask("back"))]) == "You said: back"
         assert _pid(engine) != pid
 
@@ -176,7 +176,7 @@ def test_requests_that_arrive_together_start_one_worker() -> None:
 
         answers = await asyncio.gather(*(answer(i) for i in range(6)))
         assert answers == [f"You said: n{i}" for i in range(6)]
-        assert _worker(engine)["crashes_recent"] == 0
+        assert _worker(engine).crashes_recent == 0
 
     starts: list[int] = []
     original = supervisor._Worker.__init__
@@ -217,3 +217,17 @@ def test_finished_arrives_last_with_usage() -> None:
         assert events[-1].reason == "length" and events[-1].usage.completion_tokens == 2
 
     _run(WorkerEngine(_spec()), test)
+
+
+def test_unload_lets_the_answers_in_flight_finish_first() -> None:
+    async def test(engine: WorkerEngine) -> None:
+        stream = engine.stream(_ask(" ".join(["word"] * 20)))
+        await anext(stream)
+        pid = _pid(engine)
+        unloading = asyncio.ensure_future(engine.unload())
+        events = [e async for e in stream]
+        assert isinstance(events[-1], Finished) and events[-1].reason == "stop"
+        await unloading
+        assert _zombie_or_gone(pid)
+
+    _run(WorkerEngine(_spec(token_delay=0.02)), test)
