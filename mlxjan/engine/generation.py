@@ -7,20 +7,60 @@ generation, stop strings, max tokens, cancellation) so they behave the same ever
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
+from mlxjan.chat.tool_calls import JsonSchema, ToolFormat, call_attempt
 from mlxjan.chat.tool_stream import ToolCallSplitter
 from mlxjan.engine.text import DeltaAssembler
 from mlxjan.engine.thread import Emit
+from mlxjan.errors import ContextLengthExceededError
 from mlxjan.types import (
     Finished,
     FinishReason,
+    GenerationRequest,
     SamplingParams,
     TextDelta,
     TokenLogprob,
     Usage,
 )
+
+G = TypeVar("G")
+
+
+@dataclass(frozen=True)
+class CallRedo(Generic[G]):
+    """With tools on offer and no constraint, a tool call begun in free text is redone: when
+    `check(text)` says so, the answer starts again under `constraint` (llama.cpp: a grammar;
+    MLX: a factory of fresh matchers), so the call comes out valid, in the family's native
+    syntax, and greedily: the arguments are data, where sampling noise only adds mistakes."""
+
+    check: Callable[[str], bool | None]
+    constraint: G
+    sampling: SamplingParams
+
+
+def call_redo(request: GenerationRequest, fmt: ToolFormat, declared: Mapping[str, JsonSchema],
+              enabled: bool, constraint: Callable[[], G | None]) -> CallRedo[G] | None:
+    """The redo for this request, if it has one: `constraint()` builds the forced call's
+    constraint (None: this engine cannot force such a call)."""
+    if not declared or request.constraint is not None or not enabled:
+        return None
+    built = constraint()
+    if built is None:
+        return None
+    return CallRedo(lambda text: call_attempt(text, fmt), built,
+                    replace(request.sampling, temperature=0.0))
+
+
+def answer_room(prompt_tokens: int, context_length: int, sampling: SamplingParams) -> int:
+    """How many tokens the answer may have: `max_tokens`, within what the context leaves.
+    A prompt that leaves no room is refused, before the request joins a batch."""
+    room = context_length - prompt_tokens
+    if room < 1:
+        raise ContextLengthExceededError(prompt_tokens, context_length)
+    return min(sampling.max_tokens or room, room)
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,17 @@ class Sink:
             self._put(_END)
 
 
+def prepared(sink: Sink, prepare: Callable[[], T]) -> T | None:
+    """`prepare()` (check and tokenize a request, build its constraint), or None once its
+    error has ended the sink's stream: an invalid request fails before it joins a batch."""
+    try:
+        return prepare()
+    except Exception as exc:
+        sink.fail(exc)
+        sink.close()
+        return None
+
+
 class EngineThread:
     def __init__(self, name: str, background: Callable[[], bool] | None = None) -> None:
         """`background` is called between jobs while it returns True (work in progress, e.g.

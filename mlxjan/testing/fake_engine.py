@@ -16,10 +16,9 @@ from pathlib import Path
 from mlxjan.chat.tool_calls import HERMES, ToolFormat
 from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import EngineStatus
-from mlxjan.engine.generation import SampledToken, decode_loop
+from mlxjan.engine.generation import SampledToken, answer_room, decode_loop
 from mlxjan.engine.protocol import EngineSpec
 from mlxjan.engine.thread import Emit, EngineThread
-from mlxjan.errors import ContextLengthExceededError
 from mlxjan.models.store import new_manifest
 from mlxjan.types import Event, GenerationRequest, Started
 
@@ -53,11 +52,8 @@ class FakeEngine:
     def _generate(self, request: GenerationRequest, emit: Emit,
                   cancelled: threading.Event) -> None:
         prompt_tokens = self._prompt_tokens(request)
-        if prompt_tokens >= self.context_length:
-            raise ContextLengthExceededError(prompt_tokens, self.context_length)
+        limit = answer_room(prompt_tokens, self.context_length, request.sampling)
         emit(Started(prompt_tokens))
-        room = self.context_length - prompt_tokens
-        limit = min(request.sampling.max_tokens or room, room)
         decode_loop(self._tokens(request), request.sampling, prompt_tokens=prompt_tokens,
                     cached_tokens=0, max_new_tokens=limit, emit=emit, cancelled=cancelled,
                     tool_calls=splitter_for(request, self.tool_format))

@@ -304,7 +304,7 @@ class Batch:
         del slot.tokens[keep:]
         answer.restart, answer.text, answer.sampling = None, "", restart.sampling
         answer.pending = answer.prompt[keep:]
-        answer.sampler = build_sampler(self.runtime.model, restart.sampling, restart.grammar, 0)
+        answer.sampler = build_sampler(self.runtime.model, restart.sampling, restart.constraint, 0)
         answer.decoder.push(SampledToken(b"", restart=True))
 
     def _done(self, slot: Slot) -> None:

@@ -9,10 +9,9 @@ own sampler chain (grammar and seed included).
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -26,8 +25,9 @@ if TYPE_CHECKING:
     from llama_cpp._internals import LlamaContext, LlamaModel, LlamaSampler
     from llama_cpp.llama_grammar import LlamaGrammar
 
+    from mlxjan.engine.generation import CallRedo
+
 # From the answer so far: True to restart it constrained, False never, None not yet.
-AttemptCheck = Callable[[str], "bool | None"]
 # Prompt tokens evaluated per step, and the grid prompt chunks are cut on: a prefill always
 # ends its chunks on multiples of it, so a prompt's last chunk (and with it the logits) is
 # the same whatever prefix was cached, and seeded sampling gives the same text warm or cold.
@@ -154,13 +154,8 @@ def greedy(runtime: Runtime, prompt: list[int], count: int) -> list[int]:
     return tokens
 
 
-@dataclass(frozen=True)
-class Restart:
-    """When `check` says so, the answer starts again under `grammar`, with `sampling`."""
-
-    check: AttemptCheck
-    grammar: LlamaGrammar
-    sampling: SamplingParams
+# A tool call begun in free text, redone under a grammar (engine/generation.py).
+Restart: TypeAlias = "CallRedo[LlamaGrammar]"
 
 
 def build_sampler(model: LlamaModel, sampling: SamplingParams,

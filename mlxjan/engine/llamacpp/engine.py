@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +20,6 @@ from mlxjan.chat.template import ChatTemplate
 from mlxjan.chat.tool_calls import (
     JsonSchema,
     ToolFormat,
-    call_attempt,
     declared_tools,
     detect_format,
 )
@@ -29,7 +27,7 @@ from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import BatchStatus, EngineStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.cpu import cpu_info
-from mlxjan.engine.generation import Decoder
+from mlxjan.engine.generation import Decoder, answer_room, call_redo
 from mlxjan.engine.llamacpp.batch import Answer, Batch
 from mlxjan.engine.llamacpp.decode import (
     KV_CODEC,
@@ -42,8 +40,7 @@ from mlxjan.engine.llamacpp.decode import (
 from mlxjan.engine.llamacpp.grammar import gbnf_for
 from mlxjan.engine.llamacpp.kernels import KernelCheck, Verdict
 from mlxjan.engine.prompt_cache import PromptCache
-from mlxjan.engine.thread import EngineThread, Sink
-from mlxjan.errors import ContextLengthExceededError
+from mlxjan.engine.thread import EngineThread, Sink, prepared
 from mlxjan.types import Constraint, Event, ForcedToolCall, GenerationRequest
 
 if TYPE_CHECKING:
@@ -169,40 +166,30 @@ class LlamaCppEngine:
 
     def _start(self, request: GenerationRequest, sink: Sink) -> None:
         """Check and tokenize the request, then queue it for a slot in the batch."""
-        try:
-            batch = self._ensure_loaded()
-            prompt = self._prompt_tokens(request)
-            if len(prompt) >= self.context_length:
-                raise ContextLengthExceededError(len(prompt), self.context_length)
-            fmt = detect_format(self._template_source)
-            declared = declared_tools(request.tools)
-            grammar = self._grammar(request.constraint, fmt, declared)
-            restart = self._restart(request, fmt, declared)
-        except Exception as exc:
-            sink.fail(exc)
-            sink.close()
-            return
-        batch.add(Answer(prompt, request.sampling, grammar, restart, sink,
-                         tool_calls=splitter_for(request, fmt)))
+        answer = prepared(sink, lambda: self._answer(request, sink))
+        if answer is not None:
+            self._ensure_loaded().add(answer)
+
+    def _answer(self, request: GenerationRequest, sink: Sink) -> Answer:
+        self._ensure_loaded()
+        prompt = self._prompt_tokens(request)
+        answer_room(len(prompt), self.context_length, request.sampling)
+        fmt = detect_format(self._template_source)
+        declared = declared_tools(request.tools)
+        return Answer(prompt, request.sampling, self._grammar(request.constraint, fmt, declared),
+                      self._restart(request, fmt, declared), sink,
+                      tool_calls=splitter_for(request, fmt))
 
     def _decoder(self, answer: Answer, cached: int) -> Decoder:
-        room = self.context_length - len(answer.prompt)
         return Decoder(answer.sampling, prompt_tokens=len(answer.prompt), cached_tokens=cached,
-                       max_new_tokens=min(answer.sampling.max_tokens or room, room),
+                       max_new_tokens=answer_room(len(answer.prompt), self.context_length,
+                                                  answer.sampling),
                        emit=answer.sink.emit, tool_calls=answer.tool_calls)
 
     def _restart(self, request: GenerationRequest, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> Restart | None:
-        """With tools on offer and no constraint, a call begun in free text is redone under
-        a grammar, so it comes out valid, in the family's native syntax, and greedily: the
-        arguments are data, where sampling noise only adds mistakes."""
-        if not declared or request.constraint is not None or not self.tool_grammar:
-            return None
-        grammar = self._grammar(ForcedToolCall(), fmt, declared)
-        if grammar is None:
-            return None
-        return Restart(lambda text: call_attempt(text, fmt), grammar,
-                       replace(request.sampling, temperature=0.0))
+        return call_redo(request, fmt, declared, self.tool_grammar,
+                         lambda: self._grammar(ForcedToolCall(), fmt, declared))
 
     def _vocab(self) -> object:
         assert self._runtime is not None

@@ -174,7 +174,7 @@ class Batch:
             layers, keep = None, 0
         answer.restart, answer.text, answer.sampling = None, "", restart.sampling
         answer.decoder.push(SampledToken(b"", restart=True))
-        self._insert(answer, layers, keep, restart.sampling, restart.matcher())
+        self._insert(answer, layers, keep, restart.sampling, restart.constraint())
 
     def _done(self, answer: Answer) -> None:
         self._keep(*self._remove(answer))

@@ -10,10 +10,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from mlxjan.engine.mlx.vocab import Vocab
 from mlxjan.types import SamplingParams, TokenLogprob
+
+if TYPE_CHECKING:
+    from mlxjan.engine.generation import CallRedo
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,8 @@ def make_sampler_chain(sampling: SamplingParams, stream: RandomStream
     return sampler, processors
 
 
-@dataclass(frozen=True)
-class MlxRestart:
-    """When `check` says so, the answer starts again under a fresh `matcher()`."""
-
-    check: Callable[[str], bool | None]
-    matcher: Callable[[], Any]
-    sampling: SamplingParams
+# A tool call begun in free text, redone under a fresh matcher (engine/generation.py).
+MlxRestart: TypeAlias = "CallRedo[Callable[[], Any]]"
 
 
 def token_logprob(token: int, logprobs: Any, top: int, vocab: Vocab) -> TokenLogprob:

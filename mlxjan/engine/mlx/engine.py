@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from mlxjan.chat.template import ChatTemplate
 from mlxjan.chat.tool_calls import (
     JsonSchema,
     ToolFormat,
-    call_attempt,
     declared_tools,
     detect_format,
 )
@@ -29,7 +28,7 @@ from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import BatchStatus, EngineStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.cpu import cpu_info
-from mlxjan.engine.generation import Decoder
+from mlxjan.engine.generation import Decoder, answer_room, call_redo
 from mlxjan.engine.mlx.batch import Answer, Batch
 from mlxjan.engine.mlx.check import check_model, probe_tokens
 from mlxjan.engine.mlx.decode import MlxRestart, Runner
@@ -39,8 +38,8 @@ from mlxjan.engine.mlx.state import MLX_CODEC, CacheLayers
 from mlxjan.engine.mlx.vocab import Vocab, token_pieces
 from mlxjan.engine.prompt_cache import PromptCache
 from mlxjan.engine.selfcheck import Remembered
-from mlxjan.engine.thread import EngineThread, Sink
-from mlxjan.errors import ContextLengthExceededError, EngineError, ModelSelfCheckError
+from mlxjan.engine.thread import EngineThread, Sink, prepared
+from mlxjan.errors import EngineError, ModelSelfCheckError
 from mlxjan.types import Constraint, Event, ForcedToolCall, GenerationRequest, Started
 
 log = logging.getLogger(__name__)
@@ -181,40 +180,37 @@ class MlxEngine:
 
     def _start(self, request: GenerationRequest, sink: Sink) -> None:
         """Check and tokenize the request, then add it to the running batch."""
-        try:
-            loaded = self._ensure_loaded()
-            prompt = _prompt_tokens(loaded, request)
-            room = self.context_length - len(prompt)
-            if room < 1:
-                raise ContextLengthExceededError(len(prompt), self.context_length)
-            fmt = loaded.tool_format
-            declared = declared_tools(request.tools)
-            matcher = (self._matcher(loaded, request.constraint, fmt, declared)
-                       if request.constraint is not None else None)
-            restart = self._restart(loaded, request, fmt, declared)
-        except Exception as exc:
-            sink.fail(exc)
-            sink.close()
+        checked = prepared(sink, lambda: self._checked(request))
+        if checked is None:
             return
+        loaded, prompt, room, matcher, restart = checked
         layers, cached = loaded.batch.reuse(prompt)
         sink.emit(Started(len(prompt), cached))
         decoder = Decoder(request.sampling, prompt_tokens=len(prompt), cached_tokens=cached,
-                          max_new_tokens=min(request.sampling.max_tokens or room, room),
-                          emit=sink.emit, tool_calls=splitter_for(request, fmt))
+                          max_new_tokens=room, emit=sink.emit,
+                          tool_calls=splitter_for(request, loaded.tool_format))
         loaded.batch.add(Answer(prompt, request.sampling, decoder, sink, matcher, restart),
                          layers, cached)
 
+    def _checked(self, request: GenerationRequest) -> tuple[
+            _Loaded, list[int], int, Any | None, MlxRestart | None]:
+        """The loaded model, the prompt, the answer's room, its matcher and its redo."""
+        loaded = self._ensure_loaded()
+        prompt = _prompt_tokens(loaded, request)
+        room = answer_room(len(prompt), self.context_length, request.sampling)
+        fmt = loaded.tool_format
+        declared = declared_tools(request.tools)
+        matcher = (self._matcher(loaded, request.constraint, fmt, declared)
+                   if request.constraint is not None else None)
+        return loaded, prompt, room, matcher, self._restart(loaded, request, fmt, declared)
+
     def _restart(self, loaded: _Loaded, request: GenerationRequest, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> MlxRestart | None:
-        """As on llama.cpp: a call begun in free text is redone greedily under a grammar."""
-        if not declared or request.constraint is not None or not self.tool_grammar \
-                or not fmt.json_body:
-            return None
-        if self._matcher(loaded, ForcedToolCall(), fmt, declared) is None:
-            return None
-        return MlxRestart(lambda text: call_attempt(text, fmt),
-                          lambda: self._matcher(loaded, ForcedToolCall(), fmt, declared),
-                          replace(request.sampling, temperature=0.0))
+        def fresh() -> Any | None:  # each redo gets a matcher of its own
+            return self._matcher(loaded, ForcedToolCall(), fmt, declared)
+
+        return call_redo(request, fmt, declared, self.tool_grammar and fmt.json_body,
+                         lambda: fresh if fresh() is not None else None)
 
     @staticmethod
     def _matcher(loaded: _Loaded, constraint: Constraint, fmt: ToolFormat,
