@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from converters.tiny import make_tiny_model
 from mlxjan.models.store import ModelStore, folder_sha256, new_manifest, staged_size
 from mlxjan.settings import DEFAULT_MODEL, Settings
-from tests.serving import free_port, wait_until_up
+from mlxjan.testing.server import free_port, wait_until_up
 
 MODEL = "bench-tiny-mlx"
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_tools import llama_cpp_server
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
-from tests.serving import free_port, wait_until_up
+from mlxjan.testing.server import free_port, wait_until_up
 
 
 @dataclass

@@ -31,7 +31,7 @@ from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.llamacpp.kernels import KernelCheck, KernelPlan
 from mlxjan.models.store import ModelStore
 from mlxjan.settings import DEFAULT_MODEL, Settings
-from tests.serving import free_port, wait_until_up
+from mlxjan.testing.server import free_port, wait_until_up
 
 
 def _tool(name: str, description: str, **props: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from mlxjan.engine.base import Engine
 from mlxjan.server.app import create_app
 from mlxjan.settings import Settings
 from mlxjan.testing.fake_engine import FakeEngine
-from tests.serving import running
+from mlxjan.testing.server import running
 
 MODEL = "fake-model"
 

@@ -19,7 +19,7 @@ from mlxjan.runner import load_or_unload, ps
 from mlxjan.server.app import create_app
 from mlxjan.settings import Settings
 from mlxjan.testing.fake_engine import fake_worker_spec
-from tests.serving import running
+from mlxjan.testing.server import running
 
 MODEL = "fake-model"
 ASK = [{"role": "user", "content": " ".join(f"w{i}" for i in range(100))}]

@@ -24,8 +24,8 @@ import pytest
 from mlxjan.engine.llamacpp.decode import Runtime, load, load_model
 from mlxjan.engine.llamacpp.kernels import PLAIN, KernelCheck
 from mlxjan.settings import DEFAULT_MODEL
+from mlxjan.testing.server import free_port, wait_until_up
 from tests.conftest import without_user_settings
-from tests.serving import free_port, wait_until_up
 
 
 @functools.cache

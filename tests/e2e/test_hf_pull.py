@@ -16,8 +16,8 @@ from mlxjan.models.catalog import CATALOG
 from mlxjan.models.hf import HfRef, HubConfig, pull_hf
 from mlxjan.models.store import ModelStore
 from mlxjan.testing.hub import HubStandIn
+from mlxjan.testing.server import running
 from tests.e2e.conftest import e2e_env, pull, serve_process
-from tests.serving import running
 
 GEMMA = CATALOG["gemma-3-270m"]
 GEMMA_REPO = "unsloth/gemma-3-270m-GGUF"

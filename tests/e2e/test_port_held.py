@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from mlxjan.models.store import ModelStore, new_manifest
-from tests.serving import free_port, wait_until_up
+from mlxjan.testing.server import free_port, wait_until_up
 
 pytestmark = pytest.mark.e2e
 

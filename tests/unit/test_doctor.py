@@ -18,7 +18,7 @@ from mlxjan.engine.llamacpp.kernels import ProbeResult
 from mlxjan.models.catalog import CATALOG
 from mlxjan.models.store import ModelStore, new_manifest
 from mlxjan.settings import DEFAULT_MODEL, Settings
-from tests.serving import free_port
+from mlxjan.testing.server import free_port
 
 PLENTY = 1 << 40
 TOO_LITTLE = 1 << 20

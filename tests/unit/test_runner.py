@@ -21,7 +21,7 @@ from mlxjan.errors import InsecureBindError
 from mlxjan.runner import PortInUseError, configure_logging, port_state, serve
 from mlxjan.server.security import check_bind
 from mlxjan.settings import Settings
-from tests.serving import free_port
+from mlxjan.testing.server import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -288,7 +288,7 @@ def test_ps_shows_the_running_servers_models_and_requests(
     from mlxjan.runner import ps
     from mlxjan.server.app import create_app
     from mlxjan.testing.fake_engine import FakeEngine
-    from tests.serving import running
+    from mlxjan.testing.server import running
 
     engines: dict[str, Engine] = {"fake-model": FakeEngine("fake-model")}
     with running(create_app(Settings(data_dir=tmp_path, api_key="k"), engines)) as url:

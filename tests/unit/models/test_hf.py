@@ -20,7 +20,7 @@ from mlxjan.models.hf import HfRef, HubConfig, parse_hf_ref, pull_hf
 from mlxjan.models.store import ModelStore, folder_sha256
 from mlxjan.settings import Settings
 from mlxjan.testing.hub import HubStandIn
-from tests.serving import free_port, running
+from mlxjan.testing.server import free_port, running
 from tests.unit.models.ggufs import CHAT_TEMPLATE, write_gguf
 
 MLX_REPO = "mlx-community/Tiny-Qwen2.5-4bit"
