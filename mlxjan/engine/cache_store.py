@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from mlxjan.engine.prompt_cache import TokenIds, common_prefix
+from mlxjan.engine.tokens import TokenIds, common_prefix
 
 log = logging.getLogger(__name__)
 

@@ -19,26 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
-import numpy as np
-import numpy.typing as npt
-
 if TYPE_CHECKING:
     from mlxjan.engine.cache_store import DiskCache
+
+from mlxjan.engine.tokens import TokenIds, common_prefix
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
 # Prefixes this long go to disk as soon as they are computed (the write in the background),
 # so they survive a crash or a restart, not only a clean stop. Shared by every engine.
 PERSIST_AFTER_TOKENS = 1024
-TokenIds = Sequence[int] | npt.NDArray[np.int32]
-
-
-def common_prefix(a: TokenIds, b: TokenIds) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(differ[0]) if differ.size else n
 
 
 @dataclass

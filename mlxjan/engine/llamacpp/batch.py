@@ -35,8 +35,9 @@ from mlxjan.engine.llamacpp.decode import (
     token_logprob,
 )
 from mlxjan.engine.llamacpp.pace import Pace
-from mlxjan.engine.prompt_cache import PERSIST_AFTER_TOKENS, PromptCache, common_prefix
+from mlxjan.engine.prompt_cache import PERSIST_AFTER_TOKENS, PromptCache
 from mlxjan.engine.thread import Sink
+from mlxjan.engine.tokens import common_prefix
 from mlxjan.errors import EngineError
 from mlxjan.types import SamplingParams, Started
 

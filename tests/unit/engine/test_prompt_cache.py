@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mlxjan.engine.prompt_cache import PromptCache, common_prefix
+from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.tokens import common_prefix
 
 
 def test_common_prefix() -> None:
