@@ -33,6 +33,29 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, its arguments' JSON Schema."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def template_dict(self) -> dict[str, Any]:
+        """The tool in OpenAI's function shape, as chat templates read tools."""
+        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
+
+    @classmethod
+    def from_openai(cls, tool: dict[str, Any]) -> ToolSpec:
+        """From OpenAI's `{"type": "function", "function": {...}}` (tests, integrators)."""
+        function = tool["function"]
+        return cls(function["name"], function.get("description"),
+                   function.get("parameters") or {})
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int | None = None  # None: until the context is full
     temperature: float = 0.8
@@ -78,8 +101,8 @@ class GenerationRequest:
     model: str
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    # OpenAI-shaped tool definitions; when present, tool calls are parsed out of the answer.
-    tools: tuple[dict[str, Any], ...] = ()
+    # When present, tool calls are parsed out of the answer.
+    tools: tuple[ToolSpec, ...] = ()
     constraint: Constraint | None = None
     # False: at most one tool call per answer (OpenAI parallel_tool_calls, Anthropic
     # disable_parallel_tool_use).

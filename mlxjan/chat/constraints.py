@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from mlxjan.chat.tool_calls import JsonSchema, ToolFormat, declared_tools
 from mlxjan.errors import InvalidRequestError
-from mlxjan.types import ForcedToolCall
+from mlxjan.types import ForcedToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
@@ -41,9 +41,9 @@ def tool_call_schema(constraint: ForcedToolCall, fmt: ToolFormat,
 ToolChoice = Literal["auto", "none", "required"]
 
 
-def apply_tool_choice(tools: tuple[dict[str, Any], ...], choice: ToolChoice,
+def apply_tool_choice(tools: tuple[ToolSpec, ...], choice: ToolChoice,
                       name: str | None = None, *, param: str = "tool_choice"
-                      ) -> tuple[tuple[dict[str, Any], ...], ForcedToolCall | None]:
+                      ) -> tuple[tuple[ToolSpec, ...], ForcedToolCall | None]:
     """The tools to offer and the constraint for a tool choice, the same for every API.
 
     "none" offers no tools (so none can be called); "required" forces a call to one of them;

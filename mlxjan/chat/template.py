@@ -19,7 +19,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mlxjan.errors import InvalidRequestError
-from mlxjan.types import ChatMessage
+from mlxjan.types import ChatMessage, ToolSpec
 
 FALLBACK_TEMPLATE = (
     "{% for message in messages %}{{ message['content'] }}"
@@ -59,12 +59,12 @@ class ChatTemplate:
     eos_token: str = ""
 
     def render(self, messages: tuple[ChatMessage, ...],
-               tools: tuple[dict[str, object], ...] = ()) -> str:
+               tools: tuple[ToolSpec, ...] = ()) -> str:
         try:
             template = _compile(self.source or FALLBACK_TEMPLATE)
             return template.render(
                 messages=[_message_dict(m) for m in messages],
-                tools=list(tools) or None,
+                tools=[tool.template_dict() for tool in tools] or None,
                 add_generation_prompt=True,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from mlxjan.chat.tool_formats import LLAMA3 as LLAMA3
 from mlxjan.chat.tool_formats import MISTRAL as MISTRAL
 from mlxjan.chat.tool_formats import ToolFormat as ToolFormat
 from mlxjan.chat.tool_formats import detect_format as detect_format
+from mlxjan.types import ToolSpec
 
 JsonSchema = Mapping[str, Any]
 
@@ -39,15 +40,9 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def declared_tools(tools: tuple[Mapping[str, Any], ...]) -> dict[str, JsonSchema]:
-    """Tool name -> parameters schema, from OpenAI-shaped tool definitions."""
-    out: dict[str, JsonSchema] = {}
-    for tool in tools:
-        function = tool.get("function")
-        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-            params = function.get("parameters")
-            out[function["name"]] = params if isinstance(params, Mapping) else {}
-    return out
+def declared_tools(tools: Sequence[ToolSpec]) -> dict[str, JsonSchema]:
+    """Tool name -> parameters schema."""
+    return {tool.name: tool.parameters for tool in tools}
 
 
 def parse_calls(body: str, declared: Mapping[str, JsonSchema]) -> list[ParsedCall] | None:

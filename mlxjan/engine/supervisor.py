@@ -72,8 +72,11 @@ class _Worker:
     into calls on the event loop, and its end into `on_exit(returncode)`."""
 
     def __init__(self, spec: EngineSpec, loop: asyncio.AbstractEventLoop,
-                 on_messages: Callable[[Sequence[FromWorker]], None],
+                 on_messages: Callable[[_Worker, Sequence[FromWorker]], None],
                  on_exit: Callable[[_Worker, int], None]) -> None:
+        # Set once the model is loaded (or with why it is not): every request that arrives
+        # meanwhile waits on this one load.
+        self.ready: asyncio.Future[None] = loop.create_future()
         ours, theirs = socket.socketpair()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlxjan.engine.worker", "--fd", str(theirs.fileno()),
@@ -99,18 +102,25 @@ class _Worker:
             return False
 
     def _read(self, loop: asyncio.AbstractEventLoop,
-              on_messages: Callable[[Sequence[FromWorker]], None],
+              on_messages: Callable[[_Worker, Sequence[FromWorker]], None],
               on_exit: Callable[[_Worker, int], None]) -> None:
         while True:
             try:
                 messages = self._conn.recv()
             except (EOFError, OSError):
                 break
-            if not _call_soon(loop, on_messages, messages):
+            if not _call_soon(loop, on_messages, self, messages):
                 break
         returncode = self.proc.wait()
         self._conn.close()
         _call_soon(loop, on_exit, self, returncode)
+
+    def settle_ready(self, error: MlxjanError | None) -> None:
+        if not self.ready.done():
+            if error is None:
+                self.ready.set_result(None)
+            else:
+                self.ready.set_exception(error)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -148,7 +158,6 @@ class WorkerEngine:
         self.model_id = spec.manifest.id
         self._spec = spec
         self._worker: _Worker | None = None
-        self._ready: asyncio.Future[None] | None = None
         self._state: WorkerState = "stopped"
         self._pending: dict[int, _Pending] = {}
         self._counts: dict[int, _Count] = {}
@@ -171,28 +180,27 @@ class WorkerEngine:
         await self._running()
 
     async def _running(self) -> _Worker:
+        """The worker, once its model is loaded: started now if there is none."""
         async with self._lock:
             if self._state == "failed":
                 raise ModelFailedError(self.model_id, self._last_error or "repeated crashes")
-            if self._worker is None or self._state != "ready":
-                await self._start()
-            assert self._worker is not None
-            return self._worker
+            worker = self._worker or await self._start()
+        # Shielded: a client that leaves while the model loads does not cut the load short.
+        await asyncio.shield(worker.ready)
+        return worker
 
-    async def _start(self) -> None:
+    async def _start(self) -> _Worker:
         recent = self._recent_crashes()
         if recent:
             await asyncio.sleep(BACKOFF_S[min(recent, len(BACKOFF_S)) - 1])
-        loop = asyncio.get_running_loop()
-        self._ready = loop.create_future()
         self._state = "starting"
         self._started_at = time.time()
-        self._worker = _Worker(self._spec, loop, self._on_messages, self._on_exit)
-        log.info("%s: worker %d started", self.model_id, self._worker.pid)
-        try:
-            await self._ready
-        finally:
-            self._ready = None
+        worker = self._worker = _Worker(self._spec, asyncio.get_running_loop(),
+                                        self._on_messages, self._on_exit)
+        # Retrieved here, so a load that fails with nobody waiting is not logged as unseen.
+        worker.ready.add_done_callback(lambda done: done.cancelled() or done.exception())
+        log.info("%s: worker %d started", self.model_id, worker.pid)
+        return worker
 
     async def unload(self) -> None:
         """Let the requests in flight finish (up to DRAIN_S), then end the worker. Requests
@@ -226,7 +234,8 @@ class WorkerEngine:
 
     # --- what the worker says ----------------------------------------------------------------
 
-    def _on_messages(self, messages: Sequence[FromWorker]) -> None:
+    def _on_messages(self, worker: _Worker, messages: Sequence[FromWorker]) -> None:
+        current = worker is self._worker
         for message in messages:
             if isinstance(message, StreamEvent):
                 self._deliver(message.id, message.event)
@@ -236,12 +245,13 @@ class WorkerEngine:
                 self._settle(message.id, message.error.rebuild())
             elif isinstance(message, Counted):
                 self._settle(message.id, message.tokens)
-            elif isinstance(message, HealthReport):
+            elif isinstance(message, HealthReport) and current:
                 self._engine_health = message.health
             elif isinstance(message, Ready):
-                self._state, self._engine_health = "ready", message.health
-                self._resolve_ready(None)
-            elif isinstance(message, LoadFailed):  # the worker exits next
+                if current:
+                    self._state, self._engine_health = "ready", message.health
+                worker.settle_ready(None)
+            elif isinstance(message, LoadFailed) and current:  # the worker exits next
                 self._load_error = message.error.rebuild()
                 self._last_error = self._load_error.message
                 log.error("%s: %s", self.model_id, self._last_error)
@@ -261,13 +271,6 @@ class WorkerEngine:
             else:
                 count.answer.set_result(result)
 
-    def _resolve_ready(self, error: MlxjanError | None) -> None:
-        if self._ready is not None and not self._ready.done():
-            if error is None:
-                self._ready.set_result(None)
-            else:
-                self._ready.set_exception(error)
-
     def _on_exit(self, worker: _Worker, returncode: int) -> None:
         if worker is not self._worker:  # an unloaded worker's expected end
             self._fail_requests(worker, EngineError(
@@ -286,11 +289,11 @@ class WorkerEngine:
             error = WorkerCrashedError(self.model_id, cause)
             log.error("%s: worker %d %s", self.model_id, worker.pid, cause)
         self._state = "failed" if self._recent_crashes() >= CRASHES_TO_FAIL else "crashed"
-        self._resolve_ready(error)
         self._fail_requests(worker, error)
 
     def _fail_requests(self, worker: _Worker, error: MlxjanError) -> None:
-        """End every request still in flight on `worker` with `error`."""
+        """End every request waiting for `worker` or in flight on it with `error`."""
+        worker.settle_ready(error)
         for pending in self._pending.values():
             if pending.worker is worker:
                 pending.events.put_nowait(error)

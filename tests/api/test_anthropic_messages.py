@@ -152,7 +152,7 @@ def test_claude_code_shaped_request_converts(server: Server) -> None:
     assert json.loads(request.messages[2].tool_calls[0].arguments) == {"cmd": "ls"}
     assert request.messages[3].tool_call_id == "toolu_1" and request.messages[3].content == "a.txt"
     assert request.messages[4].content.startswith("Error") and "boom" in request.messages[4].content
-    assert request.tools[0]["function"]["name"] == "Bash"  # type: ignore[index]
+    assert request.tools[0].name == "Bash"
     assert request.sampling.max_tokens == 128000
 
 

@@ -84,7 +84,7 @@ def test_openai_tool_call(server: Server) -> None:
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
     request = server.engine.requests[-1]
-    assert [t["function"]["name"] for t in request.tools] == ["get_weather", "get_time"]
+    assert [t.name for t in request.tools] == ["get_weather", "get_time"]
     assert request.constraint is None
 
 
@@ -250,7 +250,7 @@ def test_anthropic_tool_use_blocks(server: Server) -> None:
     assert weather.id.startswith("toolu_") and time.id.startswith("toolu_")
     assert weather.id != time.id
     request = server.engine.requests[-1]
-    assert [t["function"]["name"] for t in request.tools] == ["get_weather", "get_time"]
+    assert [t.name for t in request.tools] == ["get_weather", "get_time"]
 
 
 @pytest.mark.parametrize("char_tokens", [False, True])

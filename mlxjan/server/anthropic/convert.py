@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from mlxjan.chat.constraints import apply_tool_choice
 from mlxjan.chat.tool_stream import assemble_calls
@@ -22,6 +21,7 @@ from mlxjan.types import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    ToolSpec,
     Usage,
 )
 
@@ -59,7 +59,7 @@ def to_generation_request(req: s.MessagesRequest | s.CountTokensRequest, model_i
 
 
 def _tools(req: s.MessagesRequest | s.CountTokensRequest
-           ) -> tuple[tuple[dict[str, Any], ...], ForcedToolCall | None]:
+           ) -> tuple[tuple[ToolSpec, ...], ForcedToolCall | None]:
     tools = tuple(_tool(t) for t in req.tools or ())
     choice = req.tool_choice
     if choice is None:
@@ -95,12 +95,8 @@ def _sampling(req: s.MessagesRequest, defaults: SamplingParams) -> SamplingParam
     )
 
 
-def _tool(tool: s.ToolDef) -> dict[str, object]:
-    # Chat templates expect OpenAI's function shape.
-    function: dict[str, object] = {"name": tool.name, "parameters": tool.input_schema}
-    if tool.description:
-        function["description"] = tool.description
-    return {"type": "function", "function": function}
+def _tool(tool: s.ToolDef) -> ToolSpec:
+    return ToolSpec(tool.name, tool.description, dict(tool.input_schema))
 
 
 def _convert_message(message: s.Message, index: int) -> list[ChatMessage]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from mlxjan.chat.constraints import apply_tool_choice
 from mlxjan.chat.tool_stream import assemble_calls
@@ -23,6 +23,7 @@ from mlxjan.types import (
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
+    ToolSpec,
     Usage,
 )
 
@@ -54,8 +55,9 @@ def to_generation_request(req: s.ChatCompletionRequest,
 
 
 def _tools(req: s.ChatCompletionRequest
-           ) -> tuple[tuple[dict[str, Any], ...], ForcedToolCall | None]:
-    tools = tuple(t.model_dump(exclude_none=True) for t in req.tools or ())
+           ) -> tuple[tuple[ToolSpec, ...], ForcedToolCall | None]:
+    tools = tuple(ToolSpec(t.function.name, t.function.description, t.function.parameters or {})
+                  for t in req.tools or ())
     choice = req.tool_choice
     if isinstance(choice, s.NamedToolChoice):
         return apply_tool_choice(tools, "required", choice.function.name)

@@ -6,7 +6,7 @@ import pytest
 
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.errors import InvalidRequestError
-from mlxjan.types import ChatMessage, ToolCall
+from mlxjan.types import ChatMessage, ToolCall, ToolSpec
 
 CHATML = (
     "{% for message in messages %}"
@@ -86,17 +86,15 @@ def test_syntax_error_in_template_is_invalid_request() -> None:
 
 
 def test_tools_are_passed_through() -> None:
-    tool: dict[str, object] = {
-        "type": "function",
-        "function": {"name": "get_weather", "description": "Weather now",
-                     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
-    }
+    tool = ToolSpec("get_weather", "Weather now",
+                    {"type": "object", "properties": {"city": {"type": "string"}}})
     template = ChatTemplate(
         "{% if tools %}{% for t in tools %}[{{ t.function.name }}:{{ t | tojson }}]{% endfor %}"
         "{% else %}no tools{% endif %}"
     )
     out = template.render((ChatMessage("user", "weather?"),), tools=(tool,))
     assert out.startswith("[get_weather:")
+    assert '"description": "Weather now"' in out and '"type": "function"' in out
     assert '"properties": {"city": {"type": "string"}}' in out
     assert template.render((ChatMessage("user", "weather?"),)) == "no tools"
 

@@ -20,6 +20,7 @@ from mlxjan.chat.tool_calls import (
     parse_calls,
     recover_calls,
 )
+from mlxjan.types import ToolSpec
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}},
            "required": ["city"]}
@@ -82,21 +83,8 @@ def test_call_ids_are_openai_style_and_unique() -> None:
 
 
 def test_declared_tools_maps_names_to_parameter_schemas() -> None:
-    tools = (
-        {"type": "function", "function": {"name": "get_weather", "description": "d",
-                                          "parameters": WEATHER}},
-        {"type": "function", "function": {"name": "no_params"}},
-        {"type": "function", "function": {"name": "bad_params", "parameters": "x"}},
-    )
-    assert declared_tools(tools) == {"get_weather": WEATHER, "no_params": {},
-                                     "bad_params": {}}
-
-
-def test_declared_tools_skips_malformed_definitions() -> None:
-    tools: tuple[dict[str, Any], ...] = (
-        {"type": "function"}, {"function": "get_weather"}, {"function": {"name": 5}},
-        {"function": {"description": "no name"}})
-    assert declared_tools(tools) == {}
+    tools = (ToolSpec("get_weather", "d", WEATHER), ToolSpec("no_params"))
+    assert declared_tools(tools) == {"get_weather": WEATHER, "no_params": {}}
     assert declared_tools(()) == {}
 
 

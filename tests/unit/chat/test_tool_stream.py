@@ -11,7 +11,7 @@ import pytest
 
 from mlxjan.chat.tool_calls import HERMES, JSON_ONLY, LLAMA3, MISTRAL, ToolFormat
 from mlxjan.chat.tool_stream import Out, ToolCallSplitter, assemble_calls
-from mlxjan.types import TextDelta, ToolCall, ToolCallDelta
+from mlxjan.types import TextDelta, ToolCall, ToolCallDelta, ToolSpec
 
 DECLARED: dict[str, Any] = {
     "get_weather": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -273,7 +273,7 @@ def test_splitter_for_follows_the_request() -> None:
     from mlxjan.chat.tool_stream import splitter_for
     from mlxjan.types import GenerationRequest
 
-    tools = ({"type": "function", "function": {"name": "get_time"}},)
+    tools = (ToolSpec("get_time"),)
     assert splitter_for(GenerationRequest("m", ()), HERMES) is None
     one = splitter_for(GenerationRequest("m", (), tools=tools, parallel_tool_calls=False),
                        HERMES)

@@ -8,10 +8,10 @@ import threading
 from mlxjan.chat.tool_calls import HERMES, call_attempt, declared_tools
 from mlxjan.chat.tool_stream import ToolCallSplitter, assemble_calls
 from mlxjan.engine.generation import SampledToken, decode_loop
-from mlxjan.types import Event, Finished, SamplingParams, TextDelta, ToolCallDelta
+from mlxjan.types import Event, Finished, SamplingParams, TextDelta, ToolCallDelta, ToolSpec
 
-TOOLS = ({"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},)
+TOOLS = (ToolSpec("get_weather", parameters={
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),)
 
 
 def run(pieces: list[SampledToken]) -> list[Event]:

@@ -13,13 +13,10 @@ from mlxjan.chat.tool_calls import HERMES, JSON_ONLY, LLAMA3, MISTRAL, declared_
 from mlxjan.chat.tool_formats import FORMATS, ToolFormat
 from mlxjan.engine.llamacpp.grammar import gbnf_for
 from mlxjan.errors import InvalidRequestError
-from mlxjan.types import ForcedToolCall, JsonOutput, TextAnswer
+from mlxjan.types import ForcedToolCall, JsonOutput, TextAnswer, ToolSpec
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-TOOLS: tuple[dict[str, Any], ...] = (
-    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "get_time"}},
-)
+TOOLS = (ToolSpec("get_weather", parameters=WEATHER), ToolSpec("get_time"))
 DECLARED = declared_tools(TOOLS)
 
 

@@ -23,11 +23,11 @@ from mlxjan.types import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    ToolSpec,
 )
 
-TOOLS: tuple[dict[str, Any], ...] = ({"type": "function", "function": {
-    "name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},)
+TOOLS = (ToolSpec("get_weather", parameters={
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),)
 ASK = ChatMessage("user", "What is the weather in Paris?")
 PARIS = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
 CALLED = ChatMessage("assistant", "", tool_calls=(PARIS,))

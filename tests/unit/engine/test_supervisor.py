@@ -231,3 +231,17 @@ def test_unload_lets_the_answers_in_flight_finish_first() -> None:
         assert _zombie_or_gone(pid)
 
     _run(WorkerEngine(_spec(token_delay=0.02)), test)
+
+
+def test_a_client_that_leaves_during_the_load_does_not_cut_it_short() -> None:
+    async def test(engine: WorkerEngine) -> None:
+        gone = asyncio.ensure_future(_drain(engine.stream(_ask("first"))))
+        await asyncio.sleep(0.1)  # the worker is still starting (a new Python process)
+        assert _worker(engine).state == "starting"
+        starting = _pid(engine)
+        gone.cancel()
+        answer = await _drain(engine.stream(_ask("second")))
+        assert _text(answer) == "You said: second"
+        assert _pid(engine) == starting
+
+    _run(WorkerEngine(_spec()), test)

@@ -357,15 +357,15 @@ TOOLS = [
 ]
 
 
-def test_tools_are_converted_to_openai_function_shape() -> None:
+def test_tools_become_tool_specs_rendered_in_openai_function_shape() -> None:
     gen = to_generation_request(request(tools=TOOLS), "tiny")
-    assert gen.tools == (
+    assert [tool.template_dict() for tool in gen.tools] == [
         {"type": "function", "function": {
             "name": "get_weather", "description": "Weather for a city.",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                            "required": ["city"]}}},
         {"type": "function", "function": {"name": "noop", "parameters": {"type": "object"}}},
-    )
+    ]
 
 
 @pytest.mark.parametrize("choice", [None, {"type": "auto"}, {"type": "any"},

@@ -27,6 +27,7 @@ from mlxjan.types import (
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
+    ToolSpec,
     Usage,
 )
 
@@ -151,12 +152,14 @@ def test_top_logprobs_requires_logprobs() -> None:
     assert info.value.param == "top_logprobs"
 
 
-def test_tools_are_passed_as_plain_dicts() -> None:
+def test_tools_become_tool_specs() -> None:
     tool = {"type": "function", "function": {
         "name": "get_weather", "description": "Weather now",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
     gen = to_generation_request(request(tools=[tool]))
-    assert gen.tools == (tool,)
+    assert gen.tools == (ToolSpec("get_weather", "Weather now", {
+        "type": "object", "properties": {"city": {"type": "string"}}}),)
+    assert gen.tools[0].template_dict() == tool
     assert to_generation_request(request()).tools == ()
 
 
