@@ -9,6 +9,7 @@ time) and, with --llama-server PATH, llama.cpp's own `llama-server -np 4` (4 slo
 batching; built from the llama-cpp-python sdist, never committed).
 
     .venv/bin/python benchmarks/bench_parallel.py [--llama-server PATH] [--threads N]
+        [--rounds N] [--mlxjan-at WORKTREE [--no-peers]]
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from mlxjan.settings import DEFAULT_MODEL
 
 STREAMS = 4
 MAX_TOKENS = 128
-ROUNDS = 3
 
 
 def answer(url: str, n: int) -> tuple[int, float]:
@@ -71,8 +71,11 @@ def main() -> int:
         urls = {name: stack.enter_context(server(cmd)) for name, cmd in peers}
         for url in urls.values():
             answer(url, 1)  # warm-up: mlxjan loads the model on first use
-        for round_ in range(ROUNDS):
-            for name, url in urls.items():
+        for round_ in range(args.rounds):
+            # Every other round in the opposite order, so no server always runs right
+            # after the same neighbour.
+            order = list(urls.items())
+            for name, url in order if round_ % 2 == 0 else order[::-1]:
                 one[name].append(streams(url, 1, 10 + round_))
                 four[name].append(streams(url, STREAMS, 100 + 10 * round_))
                 print(f"round {round_ + 1} {name}: 1 stream {one[name][-1][0]:.2f} tok/s, "

@@ -127,6 +127,10 @@ def peer_args() -> tuple[argparse.Namespace, str]:
     parser.add_argument("--threads", type=int,
                         help="for every server (default: mlxjan picks its own; the peers get "
                              "one per physical core, as llama.cpp's default)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the workload per server (bench_parallel)")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="only mlxjan builds: this checkout and each --mlxjan-at")
     parser.add_argument("--mlxjan-at", type=Path, action="append", default=[],
                         help="also run mlxjan as this checkout has it (a git worktree of "
                              "another commit); repeatable")
@@ -178,6 +182,10 @@ def cache_peers(args: argparse.Namespace, gguf: str, *llama_cpp_flags: str
         *((f"mlxjan @ {checkout.name}", [sys.executable, "-m", "benchmarks.at_checkout",
                                           str(checkout), *serve])
           for checkout in args.mlxjan_at),
+    ]
+    if args.no_peers:
+        return peers
+    peers += [
         ("llama_cpp.server", llama_cpp_server(gguf, "--n_ctx", "8192", "--n_threads", threads,
                                               "--model_alias", DEFAULT_MODEL,
                                               *llama_cpp_flags)),
