@@ -155,5 +155,15 @@ class HealthReport:
     health: EngineStatus
 
 
+@dataclass(frozen=True)
+class LogLine:
+    """A log record of the worker's, re-emitted by the API process's own logging (its log
+    file and stderr), so `mlxjan service logs` shows what the workers said."""
+
+    logger: str
+    level: int
+    text: str  # the message, with its traceback if any
+
+
 FromWorker: TypeAlias = (Ready | LoadFailed | StreamEvent | StreamEnded | Failed | Counted
-                         | HealthReport)
+                         | HealthReport | LogLine)

@@ -38,6 +38,7 @@ from mlxjan.engine.protocol import (
     HealthReport,
     Hello,
     LoadFailed,
+    LogLine,
     Ready,
     Shutdown,
     StreamEnded,
@@ -251,6 +252,9 @@ class WorkerEngine:
                 if current:
                     self._state, self._engine_health = "ready", message.health
                 worker.settle_ready(None)
+            elif isinstance(message, LogLine):
+                logging.getLogger(message.logger).log(
+                    message.level, "[worker %d] %s", worker.pid, message.text)
             elif isinstance(message, LoadFailed) and current:  # the worker exits next
                 self._load_error = message.error.rebuild()
                 self._last_error = self._load_error.message

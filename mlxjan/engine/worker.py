@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from mlxjan.engine.protocol import (
     HealthReport,
     Hello,
     LoadFailed,
+    LogLine,
     Ready,
     Shutdown,
     StreamEnded,
@@ -44,7 +46,8 @@ from mlxjan.engine.protocol import (
 from mlxjan.errors import EngineError, MlxjanError
 from mlxjan.types import GenerationRequest
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mlxjan.engine.worker")  # not __name__: it runs as __main__
+# Before its connection serves (and after it closes), a worker logs to stderr.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s"
 
 
@@ -144,6 +147,22 @@ class Served:
             self._out.send(Failed(request_id, WireError.of(_typed(exc))))
 
 
+class ToServer(logging.Handler):
+    """Sends the worker's log records to the API process (from any thread), which logs
+    them as its own; stderr keeps them too until the event loop runs."""
+
+    def __init__(self, out: Outgoing, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._out = out
+        self._loop = loop
+        self._formatter = logging.Formatter("%(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = LogLine(record.name, record.levelno, self._formatter.format(record))
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the worker is exiting
+            self._loop.call_soon_threadsafe(self._out.send, line)
+
+
 def _typed(exc: Exception) -> MlxjanError:
     if isinstance(exc, MlxjanError):
         return exc
@@ -166,6 +185,8 @@ def _read(conn: Connection, loop: asyncio.AbstractEventLoop, served: Served) -> 
 async def serve(conn: Connection, spec: EngineSpec) -> int:
     loop = asyncio.get_running_loop()
     out = Outgoing(conn, loop)
+    root = logging.getLogger()
+    root.handlers = [ToServer(out, loop)]
     engine = build_engine(spec)
     served = Served(engine, out)
     # Reading starts before the load, which can take minutes (a GGUF converted for MLX):
@@ -178,6 +199,7 @@ async def serve(conn: Connection, spec: EngineSpec) -> int:
         out.send(LoadFailed(WireError.of(_load_error(spec, exc))))
         out.flush()
         return 1
+    log.info("%s loaded (%s engine)", spec.manifest.id, spec.kind)
     out.send(Ready(os.getpid(), engine.health()))
     await served.stopping.wait()
     await engine.aclose()

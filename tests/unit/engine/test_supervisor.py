@@ -5,9 +5,11 @@ restarts the worker, repeated crashes mark the model failed, unload ends the pro
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -245,3 +247,17 @@ def test_a_client_that_leaves_during_the_load_does_not_cut_it_short() -> None:
         assert _pid(engine) == starting
 
     _run(WorkerEngine(_spec()), test)
+
+
+def test_the_workers_log_lines_arrive_in_the_servers_logging(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def test(engine: WorkerEngine) -> None:
+        await engine.load()
+        while not any("fake-model loaded" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.01)
+        (line,) = [r for r in caplog.records if "fake-model loaded" in r.getMessage()]
+        assert line.name == "mlxjan.engine.worker" and line.levelno == logging.INFO
+        assert line.getMessage() == f"[worker {_pid(engine)}] fake-model loaded (fake engine)"
+
+    with caplog.at_level(logging.INFO):
+        _run(WorkerEngine(replace(_spec(), log_level="INFO")), test)
