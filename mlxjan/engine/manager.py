@@ -79,11 +79,7 @@ class EngineManager:
 
     async def load(self, model_id: str) -> None:
         """Load a model now (by hand: this also clears a model marked failed)."""
-        engine = await self.get(model_id)
-        if isinstance(engine, WorkerEngine):
-            await engine.load(force=True)
-        else:
-            await engine.load()
+        await (await self.get(model_id)).load()
 
     async def unload(self, model_id: str) -> None:
         """End the model's worker: its memory returns to the system."""

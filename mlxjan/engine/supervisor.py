@@ -7,7 +7,8 @@ costs one worker: its in-flight requests end with a typed error (`WorkerCrashedE
 exit cause shows in the status, and the next request starts a new worker, after a backoff
 that grows with each crash in the window. `CRASHES_TO_FAIL` crashes within `CRASH_WINDOW_S`
 mark the model failed: requests then get `ModelFailedError` naming the cause until it is
-loaded again by hand (`load(force=True)`). Unloading ends the worker, so its memory returns.
+loaded again by hand (`load()`; requests start workers through `_running`). Unloading ends
+the worker, so its memory returns.
 """
 
 from __future__ import annotations
@@ -86,7 +87,6 @@ class _Worker:
         theirs.close()
         self.pid = self.proc.pid
         self._conn = Connection(ours.detach())
-        self._send_lock = threading.Lock()
         self.send([Hello(PROTOCOL_VERSION, spec)])
         self._reader = threading.Thread(
             target=self._read, args=(loop, on_messages, on_exit), daemon=True,
@@ -96,8 +96,7 @@ class _Worker:
     def send(self, messages: list[ToWorker]) -> bool:
         """False when the worker is gone (its end is then reported by the reader)."""
         try:
-            with self._send_lock:
-                self._conn.send(messages)
+            self._conn.send(messages)  # from the event loop's thread only
             return True
         except OSError:
             return False
@@ -173,9 +172,10 @@ class WorkerEngine:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def load(self, force: bool = False) -> None:
-        """Start the worker if it is not running; `force` clears a failed state first."""
-        if force and self._state == "failed":
+    async def load(self) -> None:
+        """Load by hand: start the worker if it is not running, clearing a failed state
+        first (requests never call this)."""
+        if self._state == "failed":
             self._crashes.clear()
             self._state = "crashed"
         await self._running()

@@ -19,8 +19,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from multiprocessing.connection import Connection
+from typing import Any
 
 from mlxjan.engine.base import Engine
 from mlxjan.engine.protocol import (
@@ -125,8 +126,8 @@ class Served:
         elif isinstance(message, Shutdown):
             self.stopping.set()
 
-    def _run(self, request_id: int, work: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[call-overload]
+    def _run(self, request_id: int, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks[request_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(request_id, None))
 

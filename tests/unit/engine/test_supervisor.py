@@ -127,7 +127,7 @@ def test_repeated_crashes_mark_the_model_failed_until_loaded_by_hand(
         assert _worker(engine).state == "failed"
         with pytest.raises(ModelFailedError, match="killed by SIGKILL"):
             [e async for e in engine.stream(_ask("hi"))]
-        await engine.load(force=True)
+        await engine.load()
         assert _text([e async for e in engine.stream(_ask("hi"))]) == "You said: hi"
 
     _run(WorkerEngine(_spec()), test)
