@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlxjan.engine.cpu import cpu_info
 from mlxjan.engine.llamacpp.kernels import KernelCheck
+from mlxjan.machine import available_memory
 from mlxjan.models.catalog import CATALOG
 from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.runner import port_state
@@ -25,19 +24,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available for new work (Linux: MemAvailable; elsewhere: total)."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def run_checks(settings: Settings) -> list[Check]:

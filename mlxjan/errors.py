@@ -126,9 +126,17 @@ class ModelStoreError(MlxjanError):
 
 
 class ConversionError(ModelStoreError):
-    """Converting a model (GGUF or safetensors -> MLX) failed."""
+    """Converting a model (GGUF or safetensors -> MLX) failed.
 
+    Served, it means the model asked for cannot run on this engine (an architecture or
+    tokenizer the converter does not know): the client's choice of model, so a 400, not a
+    server fault.
+    """
+
+    status = 400
+    openai_type = "invalid_request_error"
     code = "conversion_error"
+    anthropic_type = "invalid_request_error"
 
 
 class UnsupportedArchitectureError(ConversionError):
@@ -199,3 +207,28 @@ class ModelFailedError(EngineError):
         super().__init__(f"Model '{model}' is marked failed after repeated crashes (last: "
                          f"{cause}). Load it again by hand (`mlxjan load {model}` or POST "
                          f"/v1/models/{model}/load) once the cause is fixed.")
+
+
+class ModelTooLargeError(InvalidRequestError):
+    """The model needs more memory than the whole budget, even with nothing else loaded."""
+
+    code = "model_too_large"
+
+    def __init__(self, model: str, needed: int, budget: int) -> None:
+        super().__init__(
+            f"Model '{model}' needs about {_gib(needed)} of memory, more than the "
+            f"{_gib(budget)} budget for loaded models. Raise memory_budget_bytes "
+            "(MLXJAN_MEMORY_BUDGET_BYTES), or use a smaller context length or model.",
+            param="model")
+        self.needed = needed
+        self.budget = budget
+
+
+class ModelsBusyError(OverloadedError):
+    """A model must load, and every resident model that could make room is answering."""
+
+    code = "models_busy"
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.2f} GiB"

@@ -117,6 +117,8 @@ def ps(settings: Settings) -> int:
     assert isinstance(status, dict)
     requests = status.get("requests", {})
     print(f"requests: {requests.get('active')} running or waiting (limit {requests.get('limit')})")
+    if isinstance(status.get("budget"), dict):
+        print(_budget_line(status["budget"]))
     models = status.get("models") or []
     print(f"{'MODEL':40} {'ENGINE':9} {'LOADED':6} {'CONTEXT':>8}  PROMPT CACHE")
     for m in models:
@@ -130,7 +132,39 @@ def ps(settings: Settings) -> int:
             print(f"{'':40} {m.get('threads')} threads, kernels: {m.get('kernels') or '-'}")
         if isinstance(m.get("worker"), dict):
             print(f"{'':40} {_worker_line(m['worker'])}")
+        if isinstance(m.get("residency"), dict):
+            print(f"{'':40} {_residency_line(m['residency'], bool(m.get('loaded')))}")
     return 0
+
+
+def _budget_line(budget: dict[str, object]) -> str:
+    return (f"memory: {_gib(budget.get('used_bytes'))} of {_gib(budget.get('bytes'))} GiB "
+            f"held by {budget.get('loaded_models')} of at most {budget.get('max_models')} "
+            f"models (when full: {budget.get('when_full')})")
+
+
+def _residency_line(residency: dict[str, object], loaded: bool) -> str:
+    line = f"memory: estimated {_mib(residency.get('estimated_bytes'))} MiB"
+    if residency.get("measured_bytes"):
+        line += f", measured {_mib(residency['measured_bytes'])} MiB"
+    expires = residency.get("expires_at")
+    if residency.get("pinned"):
+        line += "; pinned"
+    elif residency.get("requests"):
+        line += f"; {residency['requests']} requests holding it"
+    elif loaded and isinstance(expires, (int, float)):
+        line += f"; unloads in {max(0.0, expires - time.time()):.0f} s if idle"
+    elif loaded:
+        line += "; stays loaded until unloaded"
+    return line
+
+
+def _gib(value: object) -> str:
+    return f"{value / 2**30:.2f}" if isinstance(value, (int, float)) else "?"
+
+
+def _mib(value: object) -> str:
+    return f"{value / 2**20:.0f}" if isinstance(value, (int, float)) else "?"
 
 
 def _worker_line(worker: dict[str, object]) -> str:
@@ -147,10 +181,13 @@ def _worker_line(worker: dict[str, object]) -> str:
     return line
 
 
-def load_or_unload(settings: Settings, model_id: str, action: str) -> int:
+def load_or_unload(settings: Settings, model_id: str, action: str,
+                   keep_alive: str | None = None) -> int:
     """`mlxjan load|unload ID`: ask the running server to start or end a model's worker."""
     key = settings.api_key.get_secret_value() if settings.api_key else None
     path = f"{settings.api_prefix}/models/{urllib.parse.quote(model_id, safe='')}/{action}"
+    if keep_alive is not None:
+        path += "?" + urllib.parse.urlencode({"keep_alive": keep_alive})
     try:
         local_json(settings.host, settings.port, path, key, post=True, timeout=600)
     except urllib.error.HTTPError as exc:

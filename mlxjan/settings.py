@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,9 +20,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mlxjan.errors import MlxjanError
+from mlxjan.keep_alive import parse_keep_alive
+from mlxjan.machine import total_memory
 from mlxjan.types import SamplingParams
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+# Of RAM, for models when no budget is set: on Apple Silicon about what Metal lets one
+# process wire (its recommended working set), leaving the rest to the system and apps.
+DEFAULT_BUDGET_SHARE = 0.75
 EngineName = Literal["auto", "mlx", "llamacpp"]
 
 
@@ -113,6 +119,19 @@ class Settings(BaseSettings):
     anthropic_opus_model: str | None = None
     anthropic_sonnet_model: str | None = None
     anthropic_haiku_model: str | None = None
+    # How long a model stays loaded after its last request (Ollama's keep_alive: seconds or a
+    # duration such as "5m"; 0 unloads at once; -1 never). Requests may set their own.
+    keep_alive: str = "5m"
+    # Models resident at once, and the memory they may use together (None: 75% of RAM, the
+    # unified memory on Apple Silicon). To make room, idle models are unloaded, least
+    # recently used first; models answering requests never are.
+    max_loaded_models: int = Field(default=3, ge=1, le=64)
+    memory_budget_bytes: int | None = Field(default=None, ge=64 * 1024**2)
+    # When every resident model is busy and a new one does not fit: "wait" for one to become
+    # idle (up to request_timeout), or "refuse" with 503 and Retry-After.
+    when_full: Literal["wait", "refuse"] = "wait"
+    # Models that are never unloaded for idleness or for room (only by hand).
+    pinned_models: list[str] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # When set, logs go to this file too, rotated at 10 MB with 5 old files kept.
     log_file: Path | None = None
@@ -123,6 +142,16 @@ class Settings(BaseSettings):
     # huggingface.co; the token to HF_TOKEN or the `hf auth login` one.
     hf_endpoint: str | None = None
     hf_token: SecretStr | None = None
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _valid_keep_alive(cls, value: object) -> str:
+        text = str(value)
+        try:
+            parse_keep_alive(text)
+        except MlxjanError as exc:
+            raise ValueError(exc.message) from exc
+        return text
 
     @model_validator(mode="after")
     def _key_from_file(self) -> Settings:
@@ -157,6 +186,16 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.prompt_cache_dir or self.data_dir / "cache"
+
+    def default_keep_alive(self) -> float | None:
+        """Seconds a model stays loaded after its last request; None: until unloaded."""
+        return parse_keep_alive(self.keep_alive)
+
+    def memory_budget(self) -> int:
+        """Bytes that resident models may use together."""
+        if self.memory_budget_bytes is not None:
+            return self.memory_budget_bytes
+        return int(total_memory() * DEFAULT_BUDGET_SHARE)
 
     def resolved_engine(self) -> Literal["mlx", "llamacpp"]:
         """`auto`: MLX on Apple Silicon, where it is the fastest path; llama.cpp elsewhere."""

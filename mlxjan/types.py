@@ -167,3 +167,6 @@ class ModelInfo:
     id: str
     created: int
     owned_by: str = "mlxjan"
+    loaded: bool = False
+    memory_bytes: int | None = None  # measured while loaded, else the estimate once known
+    expires_at: float | None = None  # Unix time an idle model unloads; None: not timed

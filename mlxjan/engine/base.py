@@ -36,6 +36,30 @@ class WorkerStatus:
 
 
 @dataclass(frozen=True)
+class ResidencyStatus:
+    """How the model stands with the memory budget and its keep-alive."""
+
+    estimated_bytes: int  # weights + KV cache + buffers, before it loads
+    measured_bytes: int | None = None  # its worker's resident memory now, while loaded
+    keep_alive_s: float | None = None  # after its last request; None: until unloaded
+    expires_at: float | None = None  # Unix time it unloads if still idle; None: not timed
+    last_used_at: float | None = None  # Unix time its last request ended
+    pinned: bool = False
+    requests: int = 0  # holding it now (it is never unloaded under them)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """The memory budget for loaded models, and what they hold of it."""
+
+    bytes: int
+    used_bytes: int
+    max_models: int
+    loaded_models: int
+    when_full: str  # "wait" or "refuse"
+
+
+@dataclass(frozen=True)
 class EngineStatus:
     engine: str
     model: str
@@ -47,6 +71,7 @@ class EngineStatus:
     prompt_cache: CacheStats | None = None
     worker: WorkerStatus | None = None
     tokens_generated: int | None = None  # since load, where the engine counts them
+    residency: ResidencyStatus | None = None  # filled by the manager
 
 
 class Engine(Protocol):

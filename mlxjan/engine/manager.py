@@ -1,18 +1,23 @@
-"""Which engine serves which model id: created on first use, then resident.
+"""Which engine serves which model id, and for how long it stays loaded.
 
-Serving code asks the manager for an engine by model id; the manager validates the id,
-looks it up in the store and builds the engine the settings choose. Tests hand it ready
-engines instead (e.g. FakeEngine), and then the store is not consulted.
+Serving code asks the manager for a model by id (`use`); the manager validates the id,
+looks it up in the store, builds the engine the settings choose (a worker process, started by
+its first request) and holds it for the request under the memory budget and keep-alive of
+`residency.py`. Tests hand it ready engines instead (e.g. FakeEngine), and then the store
+is not consulted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
-from mlxjan.engine.base import Engine, EngineStatus, WorkerStatus
+from mlxjan.engine.base import BudgetStatus, Engine, EngineStatus, WorkerStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
+from mlxjan.engine.footprint import estimate
 from mlxjan.engine.protocol import EngineSpec
+from mlxjan.engine.residency import Lease, Residency, Resident
 from mlxjan.engine.scheduler import Admission
 from mlxjan.engine.supervisor import WorkerEngine
 from mlxjan.errors import ModelNotFoundError
@@ -29,14 +34,29 @@ class EngineManager:
         self._settings = settings
         self._store = store
         self._fixed = engines is not None
-        self._engines: dict[str, Engine] = dict(engines or {})
         self._lock = asyncio.Lock()
         self.admission = Admission(settings.max_pending_requests)
+        self.residency = Residency(settings.memory_budget(), settings.max_loaded_models,
+                                   settings.when_full, settings.request_timeout)
+        for model_id, engine in (engines or {}).items():
+            self.residency.residents[model_id] = self._resident(model_id, engine, 0)
 
     def list_models(self) -> list[ModelInfo]:
+        """Installed models (or the ones handed in), each with whether it is loaded."""
         if self._fixed:
-            return [ModelInfo(id=model_id, created=0) for model_id in self._engines]
-        return [ModelInfo(id=m.id, created=m.created) for m in self._store.list()]
+            known = [(model_id, 0) for model_id in self.residency.residents]
+        else:
+            known = [(m.id, m.created) for m in self._store.list()]
+        return [self._info(model_id, created) for model_id, created in known]
+
+    def _info(self, model_id: str, created: int) -> ModelInfo:
+        resident = self.residency.residents.get(model_id)
+        if resident is None:
+            return ModelInfo(id=model_id, created=created)
+        loaded = resident.is_loaded()
+        memory = (resident.measured() if loaded else None) or resident.estimated or None
+        return ModelInfo(id=model_id, created=created, loaded=loaded, memory_bytes=memory,
+                         expires_at=resident.expires_at)
 
     def get_model(self, model_id: str) -> ModelInfo:
         for info in self.list_models():
@@ -44,24 +64,34 @@ class EngineManager:
                 return info
         raise ModelNotFoundError(model_id)
 
-    async def get(self, model_id: str) -> Engine:
-        engine = self._engines.get(model_id)
-        if engine is not None:
-            return engine
+    async def use(self, model_id: str, keep_alive: float | None) -> Lease:
+        """Hold `model_id` for one request (loaded by its first use, within the budget);
+        `keep_alive` is how long it stays loaded after its last request (None: until
+        unloaded by hand)."""
+        return await self.residency.lease(await self._known(model_id), keep_alive)
+
+    async def _known(self, model_id: str) -> Resident:
+        found = self.residency.residents.get(model_id)
+        if found is not None:
+            return found
         if self._fixed:
             raise ModelNotFoundError(model_id)
         async with self._lock:
-            engine = self._engines.get(model_id)
-            if engine is None:
+            found = self.residency.residents.get(model_id)
+            if found is None:
                 manifest = self._store.get(model_id)
                 if manifest is None:
                     raise ModelNotFoundError(model_id)
-                engine = self._build(manifest)
-                self._engines[model_id] = engine
-        return engine
+                spec = self.spec_for(manifest)
+                need = await asyncio.to_thread(estimate, spec)
+                found = self._resident(model_id, WorkerEngine(spec), need.total)
+                self.residency.residents[model_id] = found
+        return found
 
-    def _build(self, manifest: Manifest) -> Engine:
-        return WorkerEngine(self.spec_for(manifest))
+    def _resident(self, model_id: str, engine: Engine, estimated: int) -> Resident:
+        return Resident(model_id, engine, estimated,
+                        pinned=model_id in self._settings.pinned_models,
+                        keep_alive=self._settings.default_keep_alive())
 
     def spec_for(self, manifest: Manifest) -> EngineSpec:
         """What the model's worker builds: an MLX folder can only run on MLX; a GGUF runs on
@@ -77,16 +107,18 @@ class EngineManager:
             self_checks_dir=settings.self_checks_dir, disk_cache=self.disk_cache_for(manifest),
             log_level=settings.log_level)
 
-    async def load(self, model_id: str) -> None:
-        """Load a model now (by hand: this also clears a model marked failed)."""
-        await (await self.get(model_id)).load()
+    async def load(self, model_id: str, keep_alive: float | None) -> None:
+        """Load a model now (by hand: this also clears a model marked failed); it then stays
+        for `keep_alive` like a model a request loaded."""
+        async with await self.use(model_id, keep_alive) as engine:
+            await engine.load()
 
     async def unload(self, model_id: str) -> None:
-        """End the model's worker: its memory returns to the system."""
+        """End the model's worker (after its requests in flight): its memory returns."""
         self.get_model(model_id)
-        engine = self._engines.get(model_id)
-        if engine is not None:
-            await engine.unload()
+        resident = self.residency.residents.get(model_id)
+        if resident is not None:
+            await self.residency.unload(resident, "by hand")
 
     def disk_cache_for(self, manifest: Manifest) -> DiskCacheConfig | None:
         """Where this model's prompt-cache entries persist; None when that is off."""
@@ -103,15 +135,25 @@ class EngineManager:
 
     def workers(self) -> dict[str, WorkerStatus]:
         """Per model asked for so far that runs in a worker: that worker's state."""
-        statuses = {model_id: engine.health() for model_id, engine in self._engines.items()}
+        statuses = {model_id: r.engine.health() for model_id, r in self._residents()}
         return {model_id: status.worker for model_id, status in statuses.items()
                 if status.worker is not None}
 
     def loaded(self) -> list[EngineStatus]:
-        return [engine.health() for engine in self._engines.values()]
+        """Each model asked for so far: its engine's status and how it stands with the
+        budget."""
+        return [replace(r.engine.health(), residency=self.residency.status(r))
+                for _, r in self._residents()]
+
+    def budget(self) -> BudgetStatus:
+        return self.residency.budget_status()
+
+    def _residents(self) -> list[tuple[str, Resident]]:
+        return list(self.residency.residents.items())
 
     async def aclose(self) -> None:
-        for engine in self._engines.values():
-            await engine.aclose()
+        await self.residency.aclose()
+        for _, resident in self._residents():
+            await resident.engine.aclose()
         if not self._fixed:
-            self._engines.clear()
+            self.residency.residents.clear()

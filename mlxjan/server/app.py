@@ -24,7 +24,7 @@ from mlxjan.server.security import LOOPBACK_ORIGIN_REGEX, SecurityMiddleware
 from mlxjan.settings import Settings
 
 CLIENT_HEADERS = ["authorization", "x-api-key", "content-type", "anthropic-version",
-                  "anthropic-beta"]
+                  "anthropic-beta", "x-keep-alive"]
 
 
 class Health(BaseModel):

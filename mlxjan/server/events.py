@@ -14,10 +14,11 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from mlxjan.engine.base import Engine
+from mlxjan.engine.manager import EngineManager
 from mlxjan.engine.repeat_guard import RepeatGuard
-from mlxjan.engine.scheduler import Admission, Ticket
 from mlxjan.errors import EngineError, RequestTimeoutError
 from mlxjan.types import (
     Event,
@@ -43,10 +44,28 @@ class OpenedStream:
     events: AsyncIterator[Generated]
 
 
+class Hold(Protocol):
+    """Something a stream holds until it ends: its admission ticket, its model's lease."""
+
+    def release(self) -> None: ...
+
+
+async def open_on(manager: EngineManager, request: GenerationRequest,
+                  keep_alive: float | None, timeout: float) -> OpenedStream:
+    """Admit the request, hold its model (loaded first if need be), and start it there."""
+    ticket = manager.admission.enter()
+    try:
+        lease = await manager.use(request.model, keep_alive)
+    except BaseException:
+        ticket.release()
+        raise
+    return await open_stream(lease.engine, request, timeout, holds=(lease, ticket))
+
+
 async def open_stream(engine: Engine, request: GenerationRequest, timeout: float,
-                      admission: Admission | None = None) -> OpenedStream:
-    """Admit the request, start it, and wait until the engine has accepted the prompt."""
-    ticket = admission.enter() if admission is not None else None
+                      holds: tuple[Hold, ...] = ()) -> OpenedStream:
+    """Start the request and wait until the engine has accepted the prompt; `holds` are
+    released when the stream ends, however it ends."""
     began = time.perf_counter()
     # Every API gets the same answer-in-words fallback for repeated tool calls.
     events = _with_deadline(RepeatGuard(engine).stream(request), timeout)
@@ -56,14 +75,17 @@ async def open_stream(engine: Engine, request: GenerationRequest, timeout: float
             raise EngineError("the engine ended the stream before it started")
     except BaseException:
         await events.aclose()
-        if ticket is not None:
-            ticket.release()
+        _release(holds)
         raise
-    stream = _after_start(events, request.model, began, ticket)
-    if ticket is not None:
-        # Also when the response never iterates the stream (the client left first).
-        weakref.finalize(stream, ticket.release)
+    stream = _after_start(events, request.model, began, holds)
+    # Also when the response never iterates the stream (the client left first).
+    weakref.finalize(stream, _release, holds)
     return OpenedStream(first, stream)
+
+
+def _release(holds: tuple[Hold, ...]) -> None:
+    for hold in holds:
+        hold.release()
 
 
 async def drain(events: AsyncIterator[Generated]
@@ -107,7 +129,7 @@ async def with_keepalive(events: AsyncIterator[Generated], interval: float
 
 
 async def _after_start(events: AsyncGenerator[Event, None], model: str, began: float,
-                       ticket: Ticket | None = None) -> AsyncIterator[Generated]:
+                       holds: tuple[Hold, ...]) -> AsyncIterator[Generated]:
     first_token: float | None = None
     try:
         async for event in events:
@@ -122,8 +144,7 @@ async def _after_start(events: AsyncGenerator[Event, None], model: str, began: f
         # `async for` never closes what it iterates: close the engine's stream now (which
         # cancels its job), not whenever the garbage collector finalizes it.
         await events.aclose()
-        if ticket is not None:
-            ticket.release()
+        _release(holds)
 
 
 def _log_timings(model: str, finished: Finished, began: float, first_output: float) -> None:

@@ -33,7 +33,8 @@ def echo_last_user(request: GenerationRequest) -> str:
 class FakeEngine:
     def __init__(self, model_id: str, script: Script = echo_last_user, *,
                  context_length: int = 4096, token_delay: float = 0.0,
-                 char_tokens: bool = False, tool_format: ToolFormat = HERMES) -> None:
+                 char_tokens: bool = False, tool_format: ToolFormat = HERMES,
+                 loaded: bool = True) -> None:
         self.model_id = model_id
         self.script = script
         self.context_length = context_length
@@ -42,10 +43,14 @@ class FakeEngine:
         self.tool_format = tool_format
         self.requests: list[GenerationRequest] = []
         self.tokens_produced = 0  # lets tests see that a cancelled stream stopped early
+        self.loaded = loaded  # a request loads it, as a worker would
+        self.loads = 0
         self._thread = EngineThread(f"fake-{model_id}")
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         self.requests.append(request)
+        if not self.loaded:
+            self.loaded, self.loads = True, self.loads + 1
         return self._thread.stream(lambda emit, cancelled:
                                    self._generate(request, emit, cancelled))
 
@@ -75,13 +80,14 @@ class FakeEngine:
         return self._prompt_tokens(request)
 
     async def load(self) -> None:
-        return None
+        if not self.loaded:
+            self.loaded, self.loads = True, self.loads + 1
 
     async def unload(self) -> None:
-        return None
+        self.loaded = False
 
     def health(self) -> EngineStatus:
-        return EngineStatus(engine="fake", model=self.model_id, loaded=True,
+        return EngineStatus(engine="fake", model=self.model_id, loaded=self.loaded,
                             context_length=self.context_length,
                             tokens_generated=self.tokens_produced)
 

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from mlxjan.server.anthropic import schemas as s
 from mlxjan.server.anthropic.serving import MessagesServing
+from mlxjan.server.keep_alive import KeepAliveHeader
 
 
 def serving(request: Request) -> MessagesServing:
@@ -22,10 +23,12 @@ router = APIRouter(tags=["anthropic"], responses=s.ERROR_RESPONSES)
     response_model=s.MessageOut,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def create_message(body: s.MessagesRequest, request: Request) -> Response:
-    return await serving(request).create(body)
+async def create_message(body: s.MessagesRequest, request: Request,
+                         keep_alive: KeepAliveHeader = None) -> Response:
+    return await serving(request).create(body, keep_alive)
 
 
 @router.post("/messages/count_tokens", response_model=s.CountTokensOut)
-async def count_tokens(body: s.CountTokensRequest, request: Request) -> s.CountTokensOut:
-    return await serving(request).count_tokens(body)
+async def count_tokens(body: s.CountTokensRequest, request: Request,
+                       keep_alive: KeepAliveHeader = None) -> s.CountTokensOut:
+    return await serving(request).count_tokens(body, keep_alive)

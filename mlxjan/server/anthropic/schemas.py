@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlxjan.server.keep_alive import KeepAliveField
+
 _LENIENT = ConfigDict(extra="ignore")
 
 
@@ -92,6 +94,7 @@ class MessagesRequest(BaseModel):
     model_config = _LENIENT
 
     model: str = Field(min_length=1, max_length=256)
+    keep_alive: KeepAliveField = None
     messages: list[Message] = Field(min_length=1)
     # Larger values than the context allows are clamped, not refused (Claude Code asks 128000).
     max_tokens: int = Field(ge=1, le=10_000_000)
@@ -111,6 +114,7 @@ class CountTokensRequest(BaseModel):
     model_config = _LENIENT
 
     model: str = Field(min_length=1, max_length=256)
+    keep_alive: KeepAliveField = None
     messages: list[Message] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
     tools: list[ToolDef] | None = Field(default=None, max_length=512)

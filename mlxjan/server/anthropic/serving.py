@@ -17,7 +17,8 @@ from mlxjan.server.anthropic import convert
 from mlxjan.server.anthropic import schemas as s
 from mlxjan.server.anthropic.stream import MessageStream
 from mlxjan.server.errors import error_json
-from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_stream, with_keepalive
+from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_on, with_keepalive
+from mlxjan.server.keep_alive import requested
 from mlxjan.settings import Settings
 from mlxjan.types import Finished
 
@@ -34,13 +35,14 @@ class MessagesServing:
         installed = (m.id for m in self._manager.list_models())
         return convert.resolve_model(name, self._settings, installed)
 
-    async def create(self, body: s.MessagesRequest) -> Response:
+    async def create(self, body: s.MessagesRequest, keep_alive_header: str | None = None
+                     ) -> Response:
         model_id = self._model_id(body.model)
         request = convert.to_generation_request(body, model_id,
                                                 self._settings.sampling_defaults())
-        engine = await self._manager.get(model_id)
-        opened = await open_stream(engine, request, self._settings.request_timeout,
-                                   self._manager.admission)
+        keep_alive = requested(body.keep_alive, keep_alive_header, self._settings)
+        opened = await open_on(self._manager, request, keep_alive,
+                               self._settings.request_timeout)
         message_id = f"msg_{uuid.uuid4().hex}"
         if body.stream:
             return StreamingResponse(
@@ -51,15 +53,17 @@ class MessagesServing:
         result = convert.message(message_id, body.model, deltas, finished)
         return JSONResponse(result.model_dump(mode="json"))
 
-    async def count_tokens(self, body: s.CountTokensRequest) -> s.CountTokensOut:
+    async def count_tokens(self, body: s.CountTokensRequest,
+                           keep_alive_header: str | None = None) -> s.CountTokensOut:
         model_id = self._model_id(body.model)
-        engine = await self._manager.get(model_id)
-        count = await engine.count_tokens(convert.to_generation_request(body, model_id))
+        keep_alive = requested(body.keep_alive, keep_alive_header, self._settings)
+        async with await self._manager.use(model_id, keep_alive) as engine:
+            count = await engine.count_tokens(convert.to_generation_request(body, model_id))
         return s.CountTokensOut(input_tokens=count)
 
-    def models(self) -> s.ModelListOut:
+    def models(self, loaded_only: bool = False) -> s.ModelListOut:
         data = [s.ModelOut(id=m.id, display_name=m.id, created_at=_rfc3339(m.created))
-                for m in self._manager.list_models()]
+                for m in self._manager.list_models() if m.loaded or not loaded_only]
         return s.ModelListOut(data=data, first_id=data[0].id if data else None,
                               last_id=data[-1].id if data else None)
 

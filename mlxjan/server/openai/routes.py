@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from mlxjan.server.keep_alive import KeepAliveHeader
 from mlxjan.server.openai import schemas as s
 from mlxjan.server.openai.serving import ChatServing
 
@@ -22,5 +23,6 @@ router = APIRouter(tags=["openai"], responses=s.ERROR_RESPONSES)
     response_model=s.ChatCompletion,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def chat_completions(body: s.ChatCompletionRequest, request: Request) -> Response:
-    return await serving(request).create(body)
+async def chat_completions(body: s.ChatCompletionRequest, request: Request,
+                           keep_alive: KeepAliveHeader = None) -> Response:
+    return await serving(request).create(body, keep_alive)

@@ -12,6 +12,8 @@ from pydantic import (
     model_serializer,
 )
 
+from mlxjan.server.keep_alive import KeepAliveField
+
 _LENIENT = ConfigDict(extra="ignore")
 
 
@@ -123,6 +125,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = _LENIENT
 
     model: str = Field(min_length=1, max_length=256)
+    keep_alive: KeepAliveField = None
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -263,6 +266,11 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # Beyond OpenAI's shape: whether it is loaded now, its memory (measured while loaded,
+    # else estimated), and when it unloads if it stays idle (Unix time; null: not timed).
+    loaded: bool = False
+    memory_bytes: int | None = None
+    expires_at: int | None = None
 
 
 class ModelList(BaseModel):

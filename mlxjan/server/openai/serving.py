@@ -14,11 +14,12 @@ from mlxjan.engine.manager import EngineManager
 from mlxjan.errors import MlxjanError
 from mlxjan.server import sse
 from mlxjan.server.errors import error_json
-from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_stream, with_keepalive
+from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_on, with_keepalive
+from mlxjan.server.keep_alive import requested
 from mlxjan.server.openai import convert
 from mlxjan.server.openai import schemas as s
 from mlxjan.settings import Settings
-from mlxjan.types import Finished
+from mlxjan.types import Finished, ModelInfo
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -29,11 +30,12 @@ class ChatServing:
         self._manager = manager
         self._settings = settings
 
-    async def create(self, body: s.ChatCompletionRequest) -> Response:
+    async def create(self, body: s.ChatCompletionRequest, keep_alive_header: str | None = None
+                     ) -> Response:
         request = convert.to_generation_request(body, self._settings.sampling_defaults())
-        engine = await self._manager.get(body.model)
-        opened = await open_stream(engine, request, self._settings.request_timeout,
-                                   self._manager.admission)
+        keep_alive = requested(body.keep_alive, keep_alive_header, self._settings)
+        opened = await open_on(self._manager, request, keep_alive,
+                               self._settings.request_timeout)
         ids = convert.CompletionIds(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()),
                                     body.model)
         if body.stream:
@@ -46,17 +48,18 @@ class ChatServing:
         result = convert.completion(ids, deltas, finished, body.logprobs)
         return JSONResponse(result.model_dump(mode="json"))
 
-    def models(self) -> s.ModelList:
-        return s.ModelList(data=[_card(m.id, m.created, m.owned_by)
-                                 for m in self._manager.list_models()])
+    def models(self, loaded_only: bool = False) -> s.ModelList:
+        return s.ModelList(data=[_card(m) for m in self._manager.list_models()
+                                 if m.loaded or not loaded_only])
 
     def model(self, model_id: str) -> s.ModelCard:
-        m = self._manager.get_model(model_id)
-        return _card(m.id, m.created, m.owned_by)
+        return _card(self._manager.get_model(model_id))
 
 
-def _card(model_id: str, created: int, owned_by: str) -> s.ModelCard:
-    return s.ModelCard(id=model_id, created=created, owned_by=owned_by)
+def _card(m: ModelInfo) -> s.ModelCard:
+    return s.ModelCard(id=m.id, created=m.created, owned_by=m.owned_by, loaded=m.loaded,
+                       memory_bytes=m.memory_bytes,
+                       expires_at=int(m.expires_at) if m.expires_at is not None else None)
 
 
 async def _sse_chunks(ids: convert.CompletionIds, opened: OpenedStream, include_usage: bool,

@@ -11,15 +11,18 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mlxjan.engine.protocol import WireError
 from mlxjan.errors import (
     AuthenticationError,
     ContextLengthExceededError,
+    ConversionError,
     EngineError,
     InvalidRequestError,
     MlxjanError,
     ModelNotFoundError,
     OverloadedError,
     RequestTimeoutError,
+    UnsupportedArchitectureError,
 )
 from mlxjan.server.anthropic import schemas as s
 from mlxjan.server.errors import (
@@ -240,3 +243,23 @@ def test_http_error_does_not_change_the_error_classes() -> None:
     assert MlxjanError.status == 500
     assert MlxjanError.openai_type == "server_error"
     assert MlxjanError.anthropic_type == "api_error"
+
+
+@pytest.mark.parametrize("err", [
+    UnsupportedArchitectureError("phi3", ("qwen2", "llama")),
+    ConversionError("unsupported BPE pre-tokenizer 'mystery'"),
+])
+def test_a_model_that_cannot_be_converted_is_the_clients_error(err: MlxjanError) -> None:
+    # Raised in the worker while it loads a GGUF on the MLX engine, it crosses the
+    # connection as a WireError: the client gets a 400 naming the cause, never a 500.
+    rebuilt = WireError.of(err).rebuild()
+    assert type(rebuilt) is type(err)
+    protocols: tuple[Protocol, ...] = ("openai", "anthropic")
+    for protocol in protocols:
+        response = error_response(rebuilt, protocol)
+        assert response.status_code == 400
+        body = json.loads(bytes(response.body))
+        assert body["error"]["type"] == "invalid_request_error"
+    assert error_body(rebuilt, "openai")["error"] == {
+        "message": err.message, "type": "invalid_request_error", "param": None,
+        "code": err.code}
