@@ -2,9 +2,11 @@
 
 Weights (the file, or the MLX folder) plus the KV cache its engine allocates for the context
 and batch slots, plus working buffers. llama.cpp allocates the whole KV cache at load: each
-of its slots holds a full context (f16 keys and values), and sliding-window layers hold only
-their window. MLX grows its cache as a prompt does; one full context is the estimate. The
-measured figure (the worker's resident memory) is shown beside it once the model is loaded.
+of its slots holds a full context (f16 keys and values), on sliding-window layers too (its
+default `swa_full`, which keeps every cached prefix reusable). MLX grows its cache as a
+prompt does, and mlx-lm keeps only the window on sliding layers; one full context is the
+estimate. The measured figure (the worker's resident memory) is shown beside it once the
+model is loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ KV_BYTES = 2  # f16 / bf16 per key or value element
 # as measured on the test models (its resident memory beyond weights and KV cache).
 PROCESS_BYTES = 128 * 1024**2
 LLAMACPP_SLOTS = 4  # engine/llamacpp/engine.py MAX_SLOTS: slots allocated at load
-UBATCH = 512  # llama.cpp's n_ubatch (engine/llamacpp/decode.py CHUNK)
 # One layer in N attends over the whole context; the others over a sliding window.
 FULL_ATTENTION_EVERY = {"gemma3": 6, "gemma2": 2, "gpt-oss": 2, "cohere2": 4}
 
@@ -56,21 +57,23 @@ def estimate(spec: EngineSpec) -> Footprint:
     """What `spec`'s worker will hold once loaded (bytes)."""
     manifest = spec.manifest
     attention = _attention(spec.weights, manifest.format, manifest.sha256)
-    slots = min(spec.max_batch, LLAMACPP_SLOTS) if spec.kind == "llamacpp" else 1
+    llamacpp = spec.kind == "llamacpp"
+    slots = min(spec.max_batch, LLAMACPP_SLOTS) if llamacpp else 1
     if attention is None:  # unreadable metadata: a generous guess from the weights alone
         return Footprint(manifest.size, manifest.size // 2, PROCESS_BYTES)
-    return Footprint(manifest.size, kv_cache_bytes(attention, spec.context_length, slots),
-                     PROCESS_BYTES)
+    kv_cache = kv_cache_bytes(attention, spec.context_length, slots, windowed=not llamacpp)
+    return Footprint(manifest.size, kv_cache, PROCESS_BYTES)
 
 
-def kv_cache_bytes(attention: Attention, context_length: int, slots: int) -> int:
+def kv_cache_bytes(attention: Attention, context_length: int, slots: int, *,
+                   windowed: bool) -> int:
+    """`windowed`: sliding-window layers hold only their window (MLX), not the context."""
     per_token_layer = attention.kv_heads * (attention.head_dim_k + attention.head_dim_v)
     full_layers = attention.layers
     window_tokens = context_length
-    if attention.sliding_window is not None and attention.full_every > 1:
+    if windowed and attention.sliding_window is not None and attention.full_every > 1:
         full_layers = -(-attention.layers // attention.full_every)
-        # llama.cpp keeps a window plus one ubatch per sliding layer.
-        window_tokens = min(context_length, attention.sliding_window + UBATCH)
+        window_tokens = min(context_length, attention.sliding_window)
     sliding_layers = attention.layers - full_layers
     tokens = full_layers * context_length + sliding_layers * window_tokens
     return tokens * slots * per_token_layer * KV_BYTES

@@ -237,3 +237,19 @@ def test_a_model_too_large_for_the_budget_gets_the_typed_error(
             claude.messages.create(model=DEFAULT_MODEL, max_tokens=4, messages=HI)
         assert _loaded(server) == set() and _starts(server, DEFAULT_MODEL) == 0
         assert _ask(server, SMOL)  # one that fits still loads
+
+
+# llama-server (the vendored llama.cpp of the pinned llama-cpp-python, `-c 4096 -np 4
+# --jinja`) answered this, greedy, for the same request.
+RAINBOW: Any = [{"role": "user", "content": "Name three colours of the rainbow."}]
+LLAMA_SERVER_RAINBOW = ("The rainbow is often associated with three colours: blue, red, and "
+                        "yellow. However, in reality, the rainbow is")
+
+
+def test_smollm2_answers_token_for_token_what_llama_server_answers(
+        roomy: ServerProcess, pinned_llama_cpp: str) -> None:
+    with _client(roomy) as client:
+        answer = client.chat.completions.create(model=SMOL, messages=RAINBOW, temperature=0,
+                                                max_tokens=24)
+    assert answer.usage is not None and answer.usage.prompt_tokens == 37
+    assert answer.choices[0].message.content == LLAMA_SERVER_RAINBOW

@@ -48,13 +48,14 @@ def test_the_header_reader_agrees_with_ggufs_own(tmp_path: Path) -> None:
     assert read_gguf_fields(path, ("no.such.key",)) == {}
 
 
-def test_kv_cache_counts_every_slot_and_only_the_window_of_sliding_layers() -> None:
+def test_kv_cache_counts_every_slot_and_the_window_of_sliding_layers_where_kept() -> None:
     full = Attention(layers=24, kv_heads=2, head_dim_k=64, head_dim_v=64)
-    assert kv_cache_bytes(full, 4096, 4) == 24 * 4096 * 4 * 2 * 128 * 2  # 192 MiB
+    assert kv_cache_bytes(full, 4096, 4, windowed=False) == 24 * 4096 * 4 * 2 * 128 * 2
     sliding = Attention(layers=18, kv_heads=1, head_dim_k=256, head_dim_v=256,
                         sliding_window=512, full_every=6)
-    # 3 layers over the whole context, 15 over the window plus one ubatch.
-    assert kv_cache_bytes(sliding, 32768, 1) == (3 * 32768 + 15 * 1024) * 512 * 2
+    # MLX: 3 layers over the whole context, 15 over the window; llama.cpp: all 18 whole.
+    assert kv_cache_bytes(sliding, 32768, 1, windowed=True) == (3 * 32768 + 15 * 512) * 1024
+    assert kv_cache_bytes(sliding, 32768, 4, windowed=False) == 18 * 32768 * 4 * 1024
 
 
 def test_an_estimate_is_weights_plus_kv_cache_plus_buffers(tmp_path: Path) -> None:
