@@ -2,8 +2,9 @@
 
 transformers' own GGUF tokenizer path needs torch, which this project does not ship, so the
 `tokenizers` pipeline is assembled here: byte-level BPE for "gpt2" vocabularies (with the
-pre-tokenizer regex llama.cpp picks from `tokenizer.ggml.pre`) and byte-fallback BPE with
-merges derived from the piece scores for SentencePiece "llama" vocabularies (Gemma, Llama 2).
+pre-tokenizer regexes llama.cpp picks from `tokenizer.ggml.pre`, see pretokenizers.py) and
+byte-fallback BPE with merges derived from the piece scores for SentencePiece "llama"
+vocabularies (Gemma, Llama 2).
 """
 
 from __future__ import annotations
@@ -14,30 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from converters.gguf_meta import GGUFMeta
+from converters.pretokenizers import PRE_TOKENIZERS, PreTokenizer
 from mlxjan.errors import ConversionError
 
 # llama.cpp's token types (gguf.TokenType).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-
-# The original Hugging Face regexes behind llama.cpp's pre-tokenizer names (llama-vocab.cpp
-# rewrites the case-insensitive group for its own regex engine; Oniguruma takes it as is).
-_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-          r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-           r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_TEKKEN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-           r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-           r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-BPE_PRE_REGEX: dict[str, str | None] = {
-    "qwen2": _QWEN2,
-    "llama-bpe": _LLAMA3,
-    "llama3": _LLAMA3,
-    "smaug-bpe": _LLAMA3,
-    "tekken": _TEKKEN,
-    "gpt-2": None,  # None: GPT-2's own regex, built into the ByteLevel pre-tokenizer
-    "default": None,
-}
-
 
 @dataclass(frozen=True)
 class GGUFVocab:
@@ -63,19 +45,19 @@ class GGUFVocab:
         tokens = [str(t) for t in meta.tokenizer_list("tokens")]
         types = [int(t) for t in meta.tokenizer_list("token_type")] or [NORMAL] * len(tokens)
         model = str(meta.get("tokenizer.ggml.model", ""))
+        pre = str(meta.get("tokenizer.ggml.pre", "default"))
 
         def tid(key: str) -> int | None:
             value = meta.get(f"tokenizer.ggml.{key}_token_id")
             return int(value) if value is not None else None
 
         return cls(
-            model=model, pre=str(meta.get("tokenizer.ggml.pre", "default")),
+            model=model, pre=pre,
             tokens=tokens, types=types,
             scores=[float(s) for s in meta.tokenizer_list("scores")],
             merges=[str(m) for m in meta.tokenizer_list("merges")],
             bos_id=tid("bos"), eos_id=tid("eos"), pad_id=tid("padding"), unk_id=tid("unknown"),
-            # llama.cpp's defaults when the flags are absent: SPM adds BOS, BPE does not.
-            add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", model == "llama")),
+            add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", _bos_default(model, pre))),
             add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
             add_space_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", model == "llama")),
             chat_template=meta.get("tokenizer.chat_template"),
@@ -83,6 +65,13 @@ class GGUFVocab:
 
     def token(self, token_id: int | None) -> str | None:
         return self.tokens[token_id] if token_id is not None else None
+
+
+def _bos_default(model: str, pre: str) -> bool:
+    """llama.cpp's default when the GGUF has no add_bos flag: SPM adds BOS; BPE only for
+    some pre-tokenizers (Llama 3's, Tekken)."""
+    known = PRE_TOKENIZERS.get(pre)
+    return model == "llama" or (model == "gpt2" and known is not None and known.add_bos)
 
 
 def build_tokenizer(vocab: GGUFVocab) -> Any:
@@ -104,24 +93,29 @@ def build_tokenizer(vocab: GGUFVocab) -> Any:
 def _byte_level_bpe(vocab: GGUFVocab) -> Any:
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    if vocab.pre not in BPE_PRE_REGEX:
-        raise ConversionError(f"unsupported BPE pre-tokenizer '{vocab.pre}' (supported: "
-                              f"{', '.join(sorted(BPE_PRE_REGEX))})")
+    pre = _pre_tokenizer(vocab.pre)
     merges = [_split_merge(m) for m in vocab.merges]
     tok = Tokenizer(models.BPE(vocab=_vocab_dict(vocab.tokens), merges=merges,
-                               fuse_unk=False, byte_fallback=False))
-    regex = BPE_PRE_REGEX[vocab.pre]
-    if regex is None:
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    else:
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-    if vocab.pre == "qwen2":
-        tok.normalizer = normalizers.NFC()  # as in Qwen's own tokenizer.json
+                               fuse_unk=False, byte_fallback=False,
+                               ignore_merges=pre.ignore_merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        *(pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False)
+          for regex in pre.regexes),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    if pre.nfc:
+        tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
     return tok
+
+
+def _pre_tokenizer(name: str) -> PreTokenizer:
+    pre = PRE_TOKENIZERS.get(name)
+    if pre is None:
+        raise ConversionError(f"unsupported BPE pre-tokenizer '{name}': this GGUF cannot be "
+                              "converted for the MLX engine (serve it with --engine llamacpp); "
+                              f"supported: {', '.join(sorted(PRE_TOKENIZERS))}")
+    return pre
 
 
 def _split_merge(merge: str) -> tuple[str, str]:

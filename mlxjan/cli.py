@@ -56,14 +56,22 @@ def _parser() -> argparse.ArgumentParser:
 
     pull = sub.add_parser("pull", help="install a catalog model, a Hugging Face model, or a "
                                        "local .gguf")
-    pull.add_argument("source", help="catalog id; Hugging Face `org/repo[@revision]` (MLX) or "
+    pull.add_argument("source", help="catalog name (`mlxjan list --available`); Hugging Face "
+                                     "`org/repo[@revision]` (MLX) or "
                                      "`org/repo[@revision]:file.gguf`; or a .gguf file's path")
     pull.add_argument("--id", dest="model_id",
                       help="model id for a pulled or imported model (default: from its name)")
+    pull.add_argument("--engine", choices=["auto", "mlx", "llamacpp"],
+                      help="pick a catalog model's download for this engine (default: auto)")
     pull.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_store_flags(pull)
 
-    ls = sub.add_parser("list", help="list installed models")
+    ls = sub.add_parser("list", help="list installed models (or, with --available, the "
+                                     "catalog)")
+    ls.add_argument("--available", action="store_true",
+                    help="the catalog: sizes for this engine, installed, fits the memory budget")
+    ls.add_argument("--engine", choices=["auto", "mlx", "llamacpp"],
+                    help="with --available: sizes for this engine (default: auto)")
     _add_store_flags(ls)
 
     convert = sub.add_parser("convert", help="convert a GGUF model or HF folder to MLX")
@@ -89,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                          ("unload", "end a model's worker; its memory returns")):
         cmd = sub.add_parser(action, help=text)
         cmd.add_argument("model_id")
+        if action == "load":
+            cmd.add_argument("--keep-alive", help="how long it stays loaded once idle: "
+                                                  "seconds or e.g. 10m; -1 until unloaded")
         cmd.add_argument("--host")
         cmd.add_argument("--port", type=int)
         cmd.add_argument("--api-key")
@@ -104,12 +115,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_pull(settings: Settings, source: str, model_id: str | None, quiet: bool) -> int:
+    from mlxjan.models.curated import choose, fit_line, fits, pull_choice
     from mlxjan.models.fetch import pull
     from mlxjan.models.hf import HubConfig, parse_hf_ref, pull_hf
 
     store = ModelStore(settings.data_dir)
-    ref = parse_hf_ref(source)
-    if ref is not None and not Path(source).expanduser().exists():
+    choice = choose(source, settings.resolved_engine())
+    ref = parse_hf_ref(source) if choice is None else None
+    if choice is not None:
+        budget = settings.memory_budget()
+        print(fit_line(choice, budget), flush=True)
+        if not fits(choice, budget):
+            print(f"mlxjan: warning: {choice.id} will not load within the memory budget; "
+                  "raise memory_budget_bytes (MLXJAN_MEMORY_BUDGET_BYTES) to run it",
+                  file=sys.stderr)
+        manifest = pull_choice(store, choice, settings, model_id=model_id, progress=not quiet)
+    elif ref is not None and not Path(source).expanduser().exists():
         manifest = pull_hf(store, ref, HubConfig.from_settings(settings), model_id=model_id,
                            progress=not quiet)
     else:
@@ -118,14 +139,30 @@ def cmd_pull(settings: Settings, source: str, model_id: str | None, quiet: bool)
     return 0
 
 
-def cmd_list(settings: Settings) -> int:
+def cmd_list(settings: Settings, available: bool) -> int:
+    if available:
+        return cmd_list_available(settings)
     models = ModelStore(settings.data_dir).list()
     if not models:
-        print("no models installed; try `mlxjan pull qwen2.5-coder-0.5b-instruct`")
+        print("no models installed; try `mlxjan pull qwen2.5-coder-0.5b-instruct` "
+              "or see `mlxjan list --available`")
         return 0
     print(f"{'ID':40} {'FORMAT':6} {'SIZE':>10} {'CONTEXT':>8}")
     for m in models:
         print(f"{m.id:40} {m.format:6} {m.size / 1e6:>8.1f}MB {m.context_length or '-':>8}")
+    return 0
+
+
+def cmd_list_available(settings: Settings) -> int:
+    from mlxjan.models.curated import available, human_size
+
+    engine, budget = settings.resolved_engine(), settings.memory_budget()
+    print(f"catalog for the {engine} engine; memory budget {human_size(budget)}")
+    print(f"{'NAME':28} {'FORMAT':6} {'SIZE':>8} {'INSTALLED':9} {'FITS':4}  DESCRIPTION")
+    for row in available(ModelStore(settings.data_dir), engine, budget):
+        print(f"{row.choice.id:28} {row.choice.format:6} {human_size(row.choice.size):>8} "
+              f"{'yes' if row.installed else '-':9} {'yes' if row.fits else 'NO':4}  "
+              f"{row.choice.description}")
     return 0
 
 
@@ -165,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pull":
             return cmd_pull(settings, args.source, args.model_id, args.quiet)
         if args.command == "list":
-            return cmd_list(settings)
+            return cmd_list(settings, args.available)
         if args.command == "service":
             from mlxjan.service import manager_for
 
@@ -178,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("load", "unload"):
             from mlxjan.runner import load_or_unload
 
-            return load_or_unload(settings, args.model_id, args.command)
+            return load_or_unload(settings, args.model_id, args.command,
+                                  getattr(args, "keep_alive", None))
         if args.command == "doctor":
             from mlxjan.doctor import doctor
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from mlxjan.errors import ModelStoreError
-from mlxjan.models.catalog import CATALOG, CatalogEntry, WheelPart
+from mlxjan.models.catalog import CATALOG, HUB_CATALOG, CatalogEntry, WheelPart
 from mlxjan.models.gguf_meta import is_gguf, read_gguf_info
 from mlxjan.models.store import Manifest, ModelStore, new_manifest, validate_model_id
 
@@ -36,9 +36,10 @@ def pull(store: ModelStore, source: str, *, model_id: str | None = None,
         return import_gguf(store, path, model_id=model_id, progress=progress)
     entry = CATALOG.get(source)
     if entry is None:
-        known = ", ".join(sorted(CATALOG))
-        raise ModelStoreError(f"unknown model '{source}'. Known models: {known}; "
-                              "or give the path of a local .gguf file.")
+        known = ", ".join([*CATALOG, *HUB_CATALOG])
+        raise ModelStoreError(f"unknown model '{source}'. Known models: {known} "
+                              "(`mlxjan list --available`); a Hugging Face `org/repo`; "
+                              "or the path of a local .gguf file.")
     if model_id is not None and model_id != entry.id:
         raise ModelStoreError("--id is only for imports of local files")
     return fetch_catalog(store, entry, progress=progress)
@@ -105,6 +106,9 @@ def ensure_model(store: ModelStore, model_id: str, *, progress: bool = True) -> 
     existing = store.get(model_id)
     if existing is not None:
         return existing
+    if model_id in HUB_CATALOG:  # gigabytes from the Hub: only ever pulled by hand
+        raise ModelStoreError(f"model '{model_id}' is not installed; install it first with "
+                              f"`mlxjan pull {model_id}`")
     entry = CATALOG.get(model_id)
     if entry is None:
         raise ModelStoreError(f"model '{model_id}' is not installed and not in the catalog")

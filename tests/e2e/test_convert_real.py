@@ -26,9 +26,21 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["qwen2.5-coder-0.5b-instruct", "gemma-3-270m"])
-def gguf_path(request: pytest.FixtureRequest, default_model_path: Path) -> Path:
-    model_id: str = request.param
+# SmolLM2-135M at Q4_1 has next-token margins under 0.1 logit on these prompts, while
+# llama.cpp's Q8-quantised activations move its logits by about 0.2 from the float model's:
+# greedy parity there tests the CPU's rounding, not the conversion.
+TOO_CLOSE_FOR_GREEDY = {"smollm2-135m-instruct"}
+
+
+@pytest.fixture(scope="module", params=["qwen2.5-coder-0.5b-instruct", "gemma-3-270m",
+                                        "smollm2-135m-instruct"])
+def model_id(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def gguf_path(model_id: str, default_model_path: Path) -> Path:
     if model_id != "qwen2.5-coder-0.5b-instruct":
         return pull(model_id)
     return default_model_path
@@ -52,10 +64,13 @@ def test_tokenizer_matches_llama_cpp(gguf_path: Path, float_model: Path) -> None
 
 
 @pytest.mark.usefixtures("pinned_llama_cpp")  # exact llama.cpp tokens
-def test_greedy_tokens_match_llama_cpp(gguf_path: Path, float_model: Path) -> None:
+def test_greedy_tokens_match_llama_cpp(model_id: str, gguf_path: Path,
+                                       float_model: Path) -> None:
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler
 
+    if model_id in TOO_CLOSE_FOR_GREEDY:
+        pytest.skip(f"{model_id}: next-token margins below llama.cpp's rounding")
     model, tokenizer = mlx_lm.load(str(float_model))
     if tokenizer.chat_template:
         prompt = tokenizer.apply_chat_template(
