@@ -74,20 +74,30 @@ class Resident:
 
 
 class Lease:
-    """A request's hold on its model; `release` is idempotent."""
+    """A request's hold on its model; `release` is idempotent, and safe from any thread (a
+    stream's finalizer may run it from wherever the garbage collector does)."""
 
     def __init__(self, residency: Residency, resident: Resident) -> None:
         self._residency: Residency | None = residency
         self.resident = resident
+        self._loop = asyncio.get_running_loop()
 
     @property
     def engine(self) -> Engine:
         return self.resident.engine
 
     def release(self) -> None:
-        if self._residency is not None:
-            self._residency.release(self.resident)
-            self._residency = None
+        residency, self._residency = self._residency, None
+        if residency is None:
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            residency.release(self.resident)
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(residency.release, self.resident)
 
     async def __aenter__(self) -> Engine:
         return self.engine

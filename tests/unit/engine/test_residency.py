@@ -162,3 +162,16 @@ def test_pinned_models_neither_expire_nor_make_room() -> None:
         await asyncio.sleep(0.05)
         assert _loaded(residency) == {"a", "c"}
     asyncio.run(main())
+
+
+def test_a_lease_released_from_another_thread_is_released_on_the_loop() -> None:
+    async def main() -> None:
+        residency = _residency(a=10)
+        lease = await residency.lease(residency.residents["a"], 0)
+        await lease.engine.load()
+        await asyncio.to_thread(lease.release)  # as a finalizer on another thread would
+        await asyncio.sleep(0.05)
+        assert residency.residents["a"].leases == 0 and _loaded(residency) == set()
+        lease.release()  # idempotent
+        assert residency.residents["a"].leases == 0
+    asyncio.run(main())
