@@ -127,17 +127,20 @@ def read_gguf_fields(path: Path, wanted: tuple[str, ...]) -> dict[str, GgufValue
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if data[:4] != b"GGUF":
             raise ValueError(f"{path} is not a GGUF file")
-        count = struct.unpack_from("<Q", data, 16)[0]
         found: dict[str, GgufValue] = {}
-        offset = 24
-        for _ in range(count):
-            key, offset = _string(data, offset)
-            kind = struct.unpack_from("<I", data, offset)[0]
-            value, offset = _value(data, offset + 4, kind, key in wanted)
-            if key in wanted:
-                found[key] = value
-                if len(found) == len(wanted):
-                    break
+        try:
+            count = struct.unpack_from("<Q", data, 16)[0]
+            offset = 24
+            for _ in range(count):
+                key, offset = _string(data, offset)
+                kind = struct.unpack_from("<I", data, offset)[0]
+                value, offset = _value(data, offset + 4, kind, key in wanted)
+                if key in wanted:
+                    found[key] = value
+                    if len(found) == len(wanted):
+                        break
+        except struct.error as exc:  # the header runs past the end of the file
+            raise ValueError(f"{path} is truncated: {exc}") from exc
         return found
 
 

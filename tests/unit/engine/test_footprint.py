@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+import pytest
 
 from mlxjan.engine.footprint import (
     PROCESS_BYTES,
@@ -69,3 +70,17 @@ def test_an_estimate_is_weights_plus_kv_cache_plus_buffers(tmp_path: Path) -> No
     assert need.weights == path.stat().st_size and need.buffers == PROCESS_BYTES
     assert need.kv_cache == 24 * 2048 * 4 * 2 * 128 * 2
     assert need.total == need.weights + need.kv_cache + need.buffers
+
+
+def test_a_truncated_gguf_is_a_value_error_and_its_estimate_a_guess(tmp_path: Path) -> None:
+    whole = _gguf(tmp_path / "m.gguf").read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(whole[:2000])  # inside the token list
+    with pytest.raises(ValueError, match="truncated"):
+        read_gguf_fields(cut, ("tokenizer.ggml.scores",))
+    manifest = new_manifest(id="cut", format="gguf", source="test", file=cut.name,
+                            sha256="2" * 64, size=2000)
+    spec = fake_worker_spec("cut")
+    spec = type(spec)(**{**vars(spec), "kind": "llamacpp", "manifest": manifest,
+                         "weights": cut})
+    assert estimate(spec).total == 2000 + 1000 + PROCESS_BYTES
