@@ -27,9 +27,10 @@ TEXTS = [
 
 
 # SmolLM2-135M at Q4_1 has next-token margins under 0.1 logit on these prompts, while
-# llama.cpp's Q8-quantised activations move its logits by about 0.2 from the float model's:
-# greedy parity there tests the CPU's rounding, not the conversion.
-TOO_CLOSE_FOR_GREEDY = {"smollm2-135m-instruct"}
+# llama.cpp's Q8-quantised activations move its logits by about 0.2 from the float model's,
+# so greedy parity needs a prompt whose next tokens are clear: for smollm2 the coding
+# request has a step whose top two differ by 0.03, and counting has none.
+GREEDY_ASK = {"smollm2-135m-instruct": "Count from 1 to 10, separated by commas."}
 
 
 @pytest.fixture(scope="module", params=["qwen2.5-coder-0.5b-instruct", "gemma-3-270m",
@@ -69,13 +70,11 @@ def test_greedy_tokens_match_llama_cpp(model_id: str, gguf_path: Path,
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler
 
-    if model_id in TOO_CLOSE_FOR_GREEDY:
-        pytest.skip(f"{model_id}: next-token margins below llama.cpp's rounding")
     model, tokenizer = mlx_lm.load(str(float_model))
     if tokenizer.chat_template:
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "Write a Python function that adds two numbers."}],
-            add_generation_prompt=True)
+        ask = GREEDY_ASK.get(model_id, "Write a Python function that adds two numbers.")
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": ask}],
+                                               add_generation_prompt=True)
     else:
         prompt = tokenizer.encode("Monday, Tuesday, Wednesday,")
     ours = [r.token for r in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=8,
