@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import functools
 import json
-import mmap
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlxjan.engine.protocol import EngineSpec
+from mlxjan.models.gguf_meta import read_gguf_fields
 
 KV_BYTES = 2  # f16 / bf16 per key or value element
 # The worker process itself (Python, the engine library) and the engine's compute buffers,
@@ -112,62 +110,6 @@ def _gguf_attention(path: Path) -> Attention | None:
                      head_dim_v=number("attention.value_length") or key_dim,
                      sliding_window=number("attention.sliding_window"),
                      full_every=FULL_ATTENTION_EVERY.get(arch, 1))
-
-
-# GGUF value types: struct formats of the fixed-size ones; 8 is a string, 9 an array.
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-            10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-GgufValue = int | float | bool | str | list[Any]
-
-
-def read_gguf_fields(path: Path, wanted: tuple[str, ...]) -> dict[str, GgufValue]:
-    """The metadata values named `wanted`, read from the header alone, skipping the rest
-    (gguf's GGUFReader decodes every field, the whole vocabulary too: seconds per model)."""
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if data[:4] != b"GGUF":
-            raise ValueError(f"{path} is not a GGUF file")
-        found: dict[str, GgufValue] = {}
-        try:
-            count = struct.unpack_from("<Q", data, 16)[0]
-            offset = 24
-            for _ in range(count):
-                key, offset = _string(data, offset)
-                kind = struct.unpack_from("<I", data, offset)[0]
-                value, offset = _value(data, offset + 4, kind, key in wanted)
-                if key in wanted:
-                    found[key] = value
-                    if len(found) == len(wanted):
-                        break
-        except struct.error as exc:  # the header runs past the end of the file
-            raise ValueError(f"{path} is truncated: {exc}") from exc
-        return found
-
-
-def _string(data: mmap.mmap, offset: int) -> tuple[str, int]:
-    size = struct.unpack_from("<Q", data, offset)[0]
-    start = offset + 8
-    return data[start:start + size].decode("utf-8", "replace"), start + size
-
-
-def _value(data: mmap.mmap, offset: int, kind: int, keep: bool) -> tuple[GgufValue, int]:
-    if kind in _SCALARS:
-        fmt = _SCALARS[kind]
-        return struct.unpack_from(fmt, data, offset)[0], offset + struct.calcsize(fmt)
-    if kind == _STRING:
-        return _string(data, offset)
-    if kind != _ARRAY:
-        raise ValueError(f"unknown GGUF value type {kind}")
-    item, n = struct.unpack_from("<IQ", data, offset)
-    offset += 12
-    if item in _SCALARS and not keep:  # skipped whole: nothing in it is read
-        return [], offset + n * struct.calcsize(_SCALARS[item])
-    items: list[Any] = []
-    for _ in range(n):
-        value, offset = _value(data, offset, item, keep)
-        if keep:
-            items.append(value)
-    return items, offset
 
 
 def _mlx_attention(folder: Path) -> Attention | None:

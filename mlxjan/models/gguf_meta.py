@@ -1,9 +1,13 @@
-"""Read the few GGUF metadata fields the store and the engines need, without loading weights."""
+"""Read the few GGUF metadata fields the store and the engines need, without loading weights
+(from the header alone: gguf's GGUFReader decodes every field, the vocabulary too)."""
 
 from __future__ import annotations
 
+import mmap
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlxjan.errors import ModelStoreError
 
@@ -25,23 +29,73 @@ def is_gguf(path: Path) -> bool:
 
 
 def read_gguf_info(path: Path) -> ModelInfo:
-    from gguf import GGUFReader  # imported lazily: it pulls in numpy
-
     try:
-        reader = GGUFReader(path, "r")
+        arch = read_gguf_fields(path, ("general.architecture",)).get("general.architecture")
+        arch_name = arch if isinstance(arch, str) else None
+        context_key = f"{arch_name}.context_length"
+        fields = read_gguf_fields(path, ("tokenizer.chat_template", context_key))
     except (ValueError, OSError) as exc:
         raise ModelStoreError(f"{path} is not a readable GGUF file: {exc}") from exc
-
-    def field(key: str) -> object:
-        found = reader.fields.get(key)
-        return None if found is None else found.contents()
-
-    arch = field("general.architecture")
-    arch_name = arch if isinstance(arch, str) else None
-    ctx = field(f"{arch_name}.context_length") if arch_name else None
-    template = field("tokenizer.chat_template")
+    ctx = fields.get(context_key) if arch_name else None
+    template = fields.get("tokenizer.chat_template")
     return ModelInfo(
         architecture=arch_name,
         context_length=int(ctx) if isinstance(ctx, int) else None,
         chat_template=template if isinstance(template, str) else None,
     )
+
+
+# GGUF value types: struct formats of the fixed-size ones; 8 is a string, 9 an array.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+            10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+GgufValue = int | float | bool | str | list[Any]
+
+
+def read_gguf_fields(path: Path, wanted: tuple[str, ...]) -> dict[str, GgufValue]:
+    """The metadata values named `wanted`, read from the header alone, skipping the rest
+    (gguf's GGUFReader decodes every field, the whole vocabulary too: seconds per model)."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:4] != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        found: dict[str, GgufValue] = {}
+        try:
+            count = struct.unpack_from("<Q", data, 16)[0]
+            offset = 24
+            for _ in range(count):
+                key, offset = _string(data, offset)
+                kind = struct.unpack_from("<I", data, offset)[0]
+                value, offset = _value(data, offset + 4, kind, key in wanted)
+                if key in wanted:
+                    found[key] = value
+                    if len(found) == len(wanted):
+                        break
+        except struct.error as exc:  # the header runs past the end of the file
+            raise ValueError(f"{path} is truncated: {exc}") from exc
+        return found
+
+
+def _string(data: mmap.mmap, offset: int) -> tuple[str, int]:
+    size = struct.unpack_from("<Q", data, offset)[0]
+    start = offset + 8
+    return data[start:start + size].decode("utf-8", "replace"), start + size
+
+
+def _value(data: mmap.mmap, offset: int, kind: int, keep: bool) -> tuple[GgufValue, int]:
+    if kind in _SCALARS:
+        fmt = _SCALARS[kind]
+        return struct.unpack_from(fmt, data, offset)[0], offset + struct.calcsize(fmt)
+    if kind == _STRING:
+        return _string(data, offset)
+    if kind != _ARRAY:
+        raise ValueError(f"unknown GGUF value type {kind}")
+    item, n = struct.unpack_from("<IQ", data, offset)
+    offset += 12
+    if item in _SCALARS and not keep:  # skipped whole: nothing in it is read
+        return [], offset + n * struct.calcsize(_SCALARS[item])
+    items: list[Any] = []
+    for _ in range(n):
+        value, offset = _value(data, offset, item, keep)
+        if keep:
+            items.append(value)
+    return items, offset

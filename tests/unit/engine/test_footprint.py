@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import gguf
-import numpy as np
 import pytest
 
 from mlxjan.engine.footprint import (
@@ -17,6 +16,7 @@ from mlxjan.engine.footprint import (
 )
 from mlxjan.models.store import new_manifest
 from mlxjan.testing.fake_engine import fake_worker_spec
+from tests.unit.models.ggufs import finish
 
 
 def _gguf(path: Path, arch: str = "qwen2", window: int | None = None) -> Path:
@@ -30,12 +30,7 @@ def _gguf(path: Path, arch: str = "qwen2", window: int | None = None) -> Path:
     if window is not None:
         writer.add_sliding_window(window)
     writer.add_context_length(32768)
-    writer.add_tensor("tiny.weight", np.arange(8, dtype=np.float32).reshape(2, 4))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return finish(writer, path)
 
 
 def test_the_header_reader_agrees_with_ggufs_own(tmp_path: Path) -> None:

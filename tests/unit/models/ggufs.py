@@ -17,6 +17,11 @@ def write_gguf(path: Path, *, context_length: int = 2048,
     writer.add_context_length(context_length)  # llama.context_length
     if chat_template is not None:
         writer.add_chat_template(chat_template)  # tokenizer.chat_template
+    return finish(writer, path)
+
+
+def finish(writer: gguf.GGUFWriter, path: Path) -> Path:
+    """Add one tiny f32 tensor and write the file `writer` was opened on."""
     writer.add_tensor("tiny.weight", np.arange(8, dtype=np.float32).reshape(2, 4))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
