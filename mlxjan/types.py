@@ -14,6 +14,9 @@ from typing import Any, Literal, TypeAlias
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls"]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+# A value a request may hand its chat template (OpenAI `chat_template_kwargs`): plain only.
+TemplateValue: TypeAlias = str | int | float | bool | None
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class ChatMessage:
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    # An assistant turn's reasoning (its thinking), rendered as the model's template expects.
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,20 @@ Constraint: TypeAlias = JsonOutput | ForcedToolCall | TextAnswer
 
 
 @dataclass(frozen=True)
+class ReasoningOptions:
+    """What a request asks of a reasoning model's thinking (any model: the options only
+    matter where the template or the output has reasoning)."""
+
+    # False: ask the template not to think (`enable_thinking`), and close at once any
+    # reasoning block the prompt opens. None: the model's own default.
+    enabled: bool | None = None
+    effort: ReasoningEffort | None = None
+    # At most this many reasoning tokens: then the server writes the family's end marker
+    # and the model goes on to answer. None: no limit but max_tokens.
+    budget_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     model: str
     messages: tuple[ChatMessage, ...]
@@ -107,6 +126,9 @@ class GenerationRequest:
     # False: at most one tool call per answer (OpenAI parallel_tool_calls, Anthropic
     # disable_parallel_tool_use).
     parallel_tool_calls: bool = True
+    reasoning: ReasoningOptions = field(default_factory=ReasoningOptions)
+    # Extra variables for the chat template (OpenAI `chat_template_kwargs`), in order.
+    template_kwargs: tuple[tuple[str, TemplateValue], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, those written while reasoning
 
     @property
     def total_tokens(self) -> int:
@@ -141,6 +164,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    """Part of the model's reasoning (its thinking), kept apart from the answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class ToolCallDelta:
     """Part of a tool call: the first one for an index carries id and name."""
 
@@ -157,9 +187,10 @@ class Finished:
     stop_sequence: str | None = None
 
 
-Event: TypeAlias = Started | TextDelta | ToolCallDelta | Finished
-# What follows Started in a stream.
-Generated: TypeAlias = TextDelta | ToolCallDelta | Finished
+Event: TypeAlias = Started | ReasoningDelta | TextDelta | ToolCallDelta | Finished
+# A piece of the answer; what follows Started in a stream is deltas, then Finished.
+Delta: TypeAlias = ReasoningDelta | TextDelta | ToolCallDelta
+Generated: TypeAlias = Delta | Finished
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass
 
+from mlxjan.chat import markers
+
 
 @dataclass(frozen=True)
 class ToolFormat:
@@ -67,11 +69,7 @@ FORMATS: dict[str, ToolFormat] = {
 } | {"mistral": MISTRAL, "json_tools": HERMES}
 
 
-@dataclass(frozen=True)
-class Rule:
-    """The template teaches `fmt` if it contains every one of `markers`."""
-    markers: tuple[str, ...]
-    fmt: ToolFormat
+Rule = markers.Rule[ToolFormat]
 
 
 # mlx-lm's `_infer_tool_parser` table, in its order (first match wins). Its `or` rows are
@@ -112,15 +110,9 @@ def detect_format(chat_template: str | None,
                   vocab: Container[str] | None = None) -> ToolFormat:
     """The tool-call convention a model's chat template (or, failing that, its vocabulary:
     token texts) teaches it."""
-    template = chat_template or ""
-    for rule in TEMPLATE_RULES + LEGACY_RULES:
-        if all(marker in template for marker in rule.markers):
-            return rule.fmt
-    if vocab is not None:
-        for rule in VOCAB_RULES:
-            if all(marker in vocab for marker in rule.markers):
-                return rule.fmt
-    return JSON_ONLY
+    found = markers.first_match(TEMPLATE_RULES + LEGACY_RULES, VOCAB_RULES, chat_template,
+                                vocab)
+    return found if found is not None else JSON_ONLY
 
 
 def format_named(parser: str) -> ToolFormat | None:

@@ -5,11 +5,13 @@ complete, then sent as its id and name followed by its arguments, or, if it does
 a call to a declared tool, sent as the text it was. Every family works this way, through its
 format's start and end markers (a family without an end marker runs to the end of the answer).
 With `max_calls`, the answer ends at that many calls: later calls and text are dropped, and
-`full` tells the decode loop to stop.
+`full` tells the decode loop to stop. Harmony's calls are not in the answer's text: the
+reasoning splitter finds them whole, and `call` checks and sends them the same way.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
@@ -20,6 +22,7 @@ from mlxjan.chat.tool_calls import (
     declared_tools,
     new_call_id,
     parse_body,
+    parse_calls,
     recover_calls,
 )
 from mlxjan.types import GenerationRequest, TextDelta, ToolCall, ToolCallDelta
@@ -73,6 +76,22 @@ class ToolCallSplitter:
                 return out
 
     def finish(self) -> list[Out]:
+        return self._drain()
+
+    def call(self, name: str, arguments: str) -> list[Out]:
+        """A whole call found outside the answer's text (harmony's commentary channel): sent
+        as a call if it is one to a declared tool with a JSON object of fitting arguments,
+        else as the text of its arguments. What was held before it goes out first."""
+        out = self._drain()
+        self._mode = "text"
+        if self.full:
+            return out
+        calls = parse_calls(json.dumps({"name": name, "arguments": arguments}), self._declared)
+        return out + (self._emit(calls) if calls else _text(arguments))
+
+    def _drain(self) -> list[Out]:
+        """Everything held, sent as what it turned out to be (at the end, or before a call
+        that comes whole)."""
         out = self.feed("")
         body, self._buf = self._buf, ""
         if self.full:

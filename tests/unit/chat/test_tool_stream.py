@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from mlxjan.chat.tool_calls import HERMES, JSON_ONLY, LLAMA3, MISTRAL, ToolFormat
 from mlxjan.chat.tool_stream import Out, ToolCallSplitter, assemble_calls
 from mlxjan.types import TextDelta, ToolCall, ToolCallDelta, ToolSpec
+from tests.unit.chat.chunks import chunkings
 
 DECLARED: dict[str, Any] = {
     "get_weather": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -57,26 +57,6 @@ def result(events: list[Out]) -> tuple[str, Calls]:
     calls = assemble_calls(deltas)
     assert len({c.id for c in calls}) == len(calls), "call ids are distinct"
     return "".join(t.text for t in texts), [(c.name, json.loads(c.arguments)) for c in calls]
-
-
-def chunkings(text: str) -> Iterator[list[str]]:
-    yield [text]
-    yield list(text)
-    yield ["", text, ""]
-    for seed in range(20):
-        rng = random.Random(seed)
-        chunks, pos = [], 0
-        while pos < len(text):
-            size = rng.randint(1, 8)
-            chunks.append(text[pos:pos + size])
-            pos += size
-        yield chunks
-    for i in range(len(text) + 1):
-        yield [text[:i], text[i:]]
-    if len(text) <= 60:
-        for i in range(len(text) + 1):
-            for j in range(i, len(text) + 1):
-                yield [text[:i], text[i:j], text[j:]]
 
 
 CASES = [
@@ -284,3 +264,52 @@ def test_splitter_for_follows_the_request() -> None:
     assert many is not None
     many.feed(tagged(TIME))
     assert not many.full
+
+
+# --- calls found whole elsewhere (harmony's commentary channel) --------------------------------
+
+
+@pytest.mark.parametrize(("name", "arguments", "text", "calls"), [
+    pytest.param("get_weather", '{"city":"Paris"}', "", [PARIS], id="declared"),
+    pytest.param("get_time", "{}", "", [NOW], id="no-arguments"),
+    pytest.param("get_weather", ' {"city": "Paris"}\n', "", [PARIS], id="whitespace-around"),
+    pytest.param("get_stock", '{"symbol":"X"}', '{"symbol":"X"}', [], id="undeclared-is-text"),
+    pytest.param("get_weather", '{"city": ', '{"city": ', [], id="invalid-json-is-text"),
+    pytest.param("get_weather", "{}", "{}", [], id="missing-required-is-text"),
+    pytest.param("get_weather", '["Paris"]', '["Paris"]', [], id="not-an-object-is-text"),
+])
+def test_a_whole_call_is_checked_like_the_others(name: str, arguments: str, text: str,
+                                                 calls: Calls) -> None:
+    for fmt in (HERMES, JSON_ONLY, MISTRAL):
+        splitter = ToolCallSplitter(fmt, DECLARED)
+        events = splitter.call(name, arguments) + splitter.finish()
+        assert result(events) == (text, calls)
+        assert splitter.calls == len(calls)
+
+
+def test_a_whole_call_comes_after_what_was_held_and_before_what_follows() -> None:
+    splitter = ToolCallSplitter(HERMES, DECLARED)
+    events = splitter.feed("Let me check <tool")  # "<tool" may be a tag: held
+    assert events == [TextDelta("Let me check ")]
+    events += splitter.call("get_weather", '{"city": "Paris"}')
+    assert events[1] == TextDelta("<tool") and isinstance(events[2], ToolCallDelta)
+    events += splitter.call("get_time", "{}")
+    events += splitter.feed("\n")  # whitespace after calls: not an answer
+    events += splitter.finish()
+    assert result(events) == ("Let me check <tool", [PARIS, NOW])
+
+
+def test_whole_calls_respect_max_calls() -> None:
+    splitter = ToolCallSplitter(HERMES, DECLARED, max_calls=1)
+    first = splitter.call("get_weather", '{"city": "Paris"}')
+    assert result(first) == ("", [PARIS]) and splitter.full
+    assert splitter.call("get_time", "{}") == []
+    assert splitter.call("get_stock", "{}") == []  # not even as text: the answer is over
+    assert splitter.feed("More text.") == [] and splitter.finish() == []
+
+
+def test_text_after_a_whole_call_is_text() -> None:
+    # As after a tagged call: the answer's opening is past, so bare JSON is not a call.
+    splitter = ToolCallSplitter(HERMES, DECLARED)
+    events = splitter.call("get_weather", '{"city": "Paris"}') + splitter.feed(TIME)
+    assert result(events + splitter.finish()) == (TIME, [PARIS])
