@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from mlxjan.chat.reasoning import ChannelCall, ReasoningOut, ReasoningSplitter
 from mlxjan.chat.tool_calls import JsonSchema, ToolFormat, call_attempt
 from mlxjan.chat.tool_stream import ToolCallSplitter
 from mlxjan.engine.text import DeltaAssembler
@@ -20,6 +21,7 @@ from mlxjan.types import (
     Finished,
     FinishReason,
     GenerationRequest,
+    ReasoningDelta,
     SamplingParams,
     TextDelta,
     TokenLogprob,
@@ -68,9 +70,21 @@ class SampledToken:
     piece: bytes
     end_of_generation: bool = False
     logprob: TokenLogprob | None = None
-    # The engine discarded everything sampled so far and starts the answer again
-    # (constrained); only valid while nothing has been sent to the client.
+    # The engine discarded the answer sampled so far (everything after the reasoning) and
+    # starts it again, constrained; only valid while the tool-call splitter holds it all.
     restart: bool = False
+    # Written by the server, not sampled (the reasoning's end marker once its budget is
+    # spent): part of the output and its count, never of the reasoning's.
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """How an answer's reasoning is split off (engine/reasoning.py plans it)."""
+
+    splitter: ReasoningSplitter
+    close: str  # what the server writes to end the reasoning
+    budget: int | None  # reasoning tokens allowed; None: no limit but max_tokens
 
 
 def decode_loop(
@@ -102,35 +116,107 @@ def decode_loop(
 
 class Decoder:
     """The stop rules over tokens pushed one at a time (by decode_loop, or by a batch that
-    steps several answers together); `finish` emits the one Finished event."""
+    steps several answers together); `finish` emits the one Finished event.
+
+    With `reasoning`, output passes through its splitter first: reasoning comes out as
+    ReasoningDeltas and counts against its budget; once the budget is spent, or when the
+    model ends inside its reasoning, `take_forced` hands the engine the end marker to write
+    (an end of generation that asked for one returns False from `push`). `answer_start`
+    tells the engine where the answer began (a grammar applies from there; a redo restarts
+    from there). With `redo_check`, the answer's text so far is checked after each token;
+    `redo_wanted` asks the engine to restart the answer constrained.
+    """
 
     def __init__(self, sampling: SamplingParams, *, prompt_tokens: int, cached_tokens: int,
                  max_new_tokens: int, emit: Emit,
-                 tool_calls: ToolCallSplitter | None = None) -> None:
+                 tool_calls: ToolCallSplitter | None = None,
+                 reasoning: Reasoning | None = None,
+                 redo_check: Callable[[str], bool | None] | None = None) -> None:
         self._sampling = sampling
         self._assembler = DeltaAssembler(sampling.stop)
-        self._out = _Output(emit, tool_calls)
+        self._out = _Output(emit, tool_calls, reasoning.splitter if reasoning else None)
+        self._reasoning = reasoning
+        self._redo_check = redo_check
         self._emit = emit
         self._usage = (prompt_tokens, cached_tokens)
         self._max_new_tokens = max_new_tokens
         self.generated = 0
+        self.reasoning_tokens = 0
+        self._forced = ""
+        self._closing = False  # the end marker was asked for: never twice
         self._reason: FinishReason = "length"
+        # Generated tokens before the answer began; None while reasoning may still come.
+        self.answer_start: int | None = None if reasoning else 0
+        self.redo_wanted = False
+
+    @property
+    def reasoning(self) -> bool:
+        """Inside the reasoning now: a grammar waits, and tokens count against its budget."""
+        return self._reasoning is not None and self._reasoning.splitter.reasoning
 
     def push(self, token: SampledToken) -> bool:
         """Take one token; True once the answer is complete (call `finish` then)."""
         if token.end_of_generation:
+            if self._close_unanswered():
+                return False
             self._reason = "stop"
             return True
         if token.restart:
-            self._assembler, self.generated = DeltaAssembler(self._sampling.stop), 0
-            self._out.restart()
+            self._restart()
             return False
+        was_reasoning = self.reasoning
         self.generated += 1
         self._out.send(self._assembler.push(token.piece, token.logprob))
+        if not token.forced and (was_reasoning or self.reasoning):
+            self.reasoning_tokens += 1  # the markers count: the model wrote them
+        self._after_push()
         if self._assembler.stop_sequence is not None or self._out.full:
             self._reason = "stop"  # a full splitter: the answer has made all the calls it may
             return True
         return self.generated >= self._max_new_tokens
+
+    def _after_push(self) -> None:
+        reasoning = self._reasoning
+        if reasoning is None:
+            self._check_redo()
+            return
+        if self.answer_start is None and reasoning.splitter.answering:
+            self.answer_start = self.generated
+        if self.answer_start is not None:
+            self._check_redo()
+        elif (reasoning.budget is not None and self.reasoning_tokens >= reasoning.budget
+                and self.reasoning and not self._closing):
+            self._forced, self._closing = reasoning.close, True
+
+    def _close_unanswered(self) -> bool:
+        """The model ended inside its reasoning, with no answer (small models answer inside
+        the block a template opened, then stop): ask the engine to write the end marker, so
+        the model goes on to answer. Once, and only with room left."""
+        if (self._reasoning is None or not self.reasoning or self._closing
+                or self.generated >= self._max_new_tokens):
+            return False
+        self._forced, self._closing = self._reasoning.close, True
+        return True
+
+    def _check_redo(self) -> None:
+        if self._redo_check is None:
+            return
+        decision = self._redo_check(self._out.answer_text)
+        if decision is not None:
+            self._redo_check = None
+            self.redo_wanted = bool(decision)
+
+    def take_forced(self) -> str:
+        """Text the engine must write next as if sampled (push it with forced=True): the
+        reasoning's end marker once its budget is spent; "" when there is none."""
+        forced, self._forced = self._forced, ""
+        return forced
+
+    def _restart(self) -> None:
+        self._assembler = DeltaAssembler(self._sampling.stop)
+        self.generated = self.answer_start or 0
+        self.redo_wanted = False
+        self._out.restart()
 
     def finish(self) -> None:
         assembler, out, reason = self._assembler, self._out, self._reason
@@ -142,24 +228,53 @@ class Decoder:
         if out.finish() and reason == "stop":
             reason = "tool_calls"
         prompt_tokens, cached_tokens = self._usage
-        self._emit(Finished(reason, Usage(prompt_tokens, self.generated, cached_tokens),
-                            stop_sequence))
+        usage = Usage(prompt_tokens, self.generated, cached_tokens, self.reasoning_tokens)
+        self._emit(Finished(reason, usage, stop_sequence))
 
 
 class _Output:
-    """Where text deltas go: straight out, or through the tool-call splitter."""
+    """Where text deltas go: through the reasoning splitter (reasoning out, answer on), then
+    straight out or through the tool-call splitter."""
 
-    def __init__(self, emit: Emit, splitter: ToolCallSplitter | None) -> None:
+    def __init__(self, emit: Emit, splitter: ToolCallSplitter | None,
+                 reasoning: ReasoningSplitter | None) -> None:
         self._emit = emit
         self._splitter = splitter
+        self._reasoning = reasoning
+        self.answer_text = ""  # the answer's text so far, for the redo check
 
     def send(self, delta: TextDelta | None) -> None:
         if delta is None:
             return
+        if self._reasoning is None:
+            self._answer(delta)
+            return
+        self._route(self._reasoning.feed(delta.text), delta)
+
+    def _route(self, pieces: list[ReasoningOut], delta: TextDelta | None = None) -> None:
+        for piece in pieces:
+            if isinstance(piece, ReasoningDelta):
+                self._emit(piece)
+            elif isinstance(piece, ChannelCall):
+                self._call(piece)
+            elif delta is not None and pieces == [piece] and piece.text == delta.text:
+                self._answer(delta)  # passed through whole: keep its logprobs
+            else:
+                self._answer(piece)
+
+    def _answer(self, delta: TextDelta) -> None:
+        self.answer_text += delta.text
         if self._splitter is None:
             self._emit(delta)
             return
         for event in self._splitter.feed(delta.text):
+            self._emit(event)
+
+    def _call(self, call: ChannelCall) -> None:
+        if self._splitter is None:  # no tools declared: the call is what the model wrote
+            self._answer(TextDelta(call.arguments))
+            return
+        for event in self._splitter.call(call.name, call.arguments):
             self._emit(event)
 
     @property
@@ -170,9 +285,12 @@ class _Output:
         if self._splitter is None:
             raise RuntimeError("an answer can only restart while a splitter holds it")
         self._splitter.reset()
+        self.answer_text = ""
 
     def finish(self) -> bool:
-        """Flush what the splitter held; True if the answer made tool calls."""
+        """Flush what the splitters held; True if the answer made tool calls."""
+        if self._reasoning is not None:
+            self._route(self._reasoning.finish())
         if self._splitter is None:
             return False
         for event in self._splitter.finish():

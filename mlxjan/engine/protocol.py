@@ -22,7 +22,7 @@ from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.models.store import Manifest
 from mlxjan.types import Event, GenerationRequest
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: reasoning deltas, reasoning tokens in usage
 # "fake": mlxjan.testing's scripted engine, for tests of the supervision itself.
 EngineKind = Literal["llamacpp", "mlx", "fake"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from mlxjan.errors import EngineError, MlxjanError
-from mlxjan.types import Event, Finished, Started, TextDelta, ToolCallDelta
+from mlxjan.types import Event, Finished, ReasoningDelta, Started, TextDelta, ToolCallDelta
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,8 @@ class EngineThread:
                     return
                 if isinstance(item, _Failed):
                     raise item.error
-                assert isinstance(item, (Started, TextDelta, ToolCallDelta, Finished))
+                assert isinstance(item, (Started, ReasoningDelta, TextDelta, ToolCallDelta,
+                                         Finished))
                 yield item
         finally:
             sink.cancelled.set()

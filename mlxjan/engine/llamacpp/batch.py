@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlxjan.chat.tool_stream import ToolCallSplitter
-from mlxjan.engine.generation import Decoder, SampledToken
+from mlxjan.engine.generation import Decoder, Reasoning, SampledToken
 from mlxjan.engine.llamacpp.decode import (
     CHUNK,
     LONE_PROMPT_BATCH,
@@ -60,15 +60,19 @@ class Answer:
 
     prompt: list[int]
     sampling: SamplingParams
-    grammar: LlamaGrammar | None
+    grammar: LlamaGrammar | None  # from where the answer begins (after any reasoning)
     restart: Restart | None
     sink: Sink
     tool_calls: ToolCallSplitter | None = None
+    reasoning: Reasoning | None = None
+    special: bool = False  # render control tokens as text (the format's markers are ones)
     decoder: Decoder | None = None  # made on admission, once the cached count is known
     sampler: LlamaSampler | None = None
     pending: list[int] = field(default_factory=list)  # tokens still to evaluate
     cached: int = 0
-    text: str = ""  # the answer so far, for the restart check
+    # The tokens the answer proper starts after (the prompt, then any reasoning): a redo
+    # under a grammar starts again from there.
+    base: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -182,7 +186,10 @@ class Batch:
         answer.cached, answer.pending = keep, answer.prompt[keep:]
         answer.sink.emit(Started(len(answer.prompt), keep))
         answer.decoder = self._decoder_for(answer, keep)
-        answer.sampler = build_sampler(self.runtime.model, answer.sampling, answer.grammar,
+        answer.base = answer.prompt
+        answered = answer.decoder.answer_start is not None  # else the grammar waits
+        answer.sampler = build_sampler(self.runtime.model, answer.sampling,
+                                       answer.grammar if answered else None,
                                        _seed(answer.sampling))
 
     def _pick(self, prompt: list[int]) -> tuple[Slot, int]:
@@ -231,7 +238,9 @@ class Batch:
                       key=lambda s: s.used)
         decoding = sorted((slot for slot in busy if not _prefilling(slot)),
                           key=lambda s: s.advanced)
-        group = [(slot, 1, True) for slot in decoding[:self.pace.group(len(decoding))]]
+        # One token each, or the sampled token and a forced end of reasoning after it.
+        group = [(slot, len(_pending(slot)), True)
+                 for slot in decoding[:self.pace.group(len(decoding))]]
         calls = [group] if group else []
         limit = CHUNK if decoding else LONE_PROMPT_BATCH
         prompt_tokens = 0
@@ -271,40 +280,61 @@ class Batch:
     def _on_logits(self, slot: Slot, answer: Answer, row: int) -> None:
         import llama_cpp
 
-        assert answer.sampler is not None and answer.decoder is not None
-        token = answer.sampler.sample(self.runtime.ctx, row)
-        if llama_cpp.llama_vocab_is_eog(self.runtime.model.vocab, token):
-            answer.decoder.push(SampledToken(b"", end_of_generation=True))
-            self._done(slot)
-            return
-        piece = self.runtime.piece(token)
-        text = answer.text + piece.decode("utf-8", errors="ignore")
-        if answer.restart is not None:
-            decision = answer.restart.check(text)
-            if decision:
-                self._redo_under_grammar(slot, answer)
-                return
-            if decision is False:
-                answer.restart = None
-        answer.text = text
+        decoder, sampler = answer.decoder, answer.sampler
+        assert sampler is not None and decoder is not None
+        token = sampler.sample(self.runtime.ctx, row)
+        ended = bool(llama_cpp.llama_vocab_is_eog(self.runtime.model.vocab, token))
         sampling = answer.sampling
         logprob = token_logprob(self.runtime, row, token, sampling.top_logprobs) \
-            if sampling.logprobs else None
-        if answer.decoder.push(SampledToken(piece, logprob=logprob)):
+            if sampling.logprobs and not ended else None
+        was_answering = decoder.answer_start is not None
+        done = decoder.push(SampledToken(b"", end_of_generation=True) if ended else
+                            SampledToken(self.runtime.piece(token, answer.special),
+                                         logprob=logprob))
+        if decoder.redo_wanted:
+            self._redo_under_grammar(slot, answer)
+            return
+        pending = [] if ended else [token]  # an end of generation is never evaluated
+        if not done:
+            done = self._force(answer, sampler, decoder.take_forced(), pending)
+        if not was_answering and decoder.answer_start is not None:
+            self._begin_answer(slot, answer, pending)
+        if done:
             self._done(slot)
         else:
-            answer.pending = [token]
+            answer.pending = pending
+
+    def _force(self, answer: Answer, sampler: LlamaSampler, text: str,
+               pending: list[int]) -> bool:
+        """Write `text` after the sampled token as if the model had (the reasoning's end
+        once its budget is spent); True if that completes the answer."""
+        assert answer.decoder is not None
+        done = False
+        for token in self.runtime.tokenize(text, False) if text else []:
+            sampler.accept(token)  # the repetition penalties see it as written
+            pending.append(token)
+            done = answer.decoder.push(
+                SampledToken(self.runtime.piece(token, answer.special), forced=True)) or done
+        return done
+
+    def _begin_answer(self, slot: Slot, answer: Answer, pending: list[int]) -> None:
+        """The reasoning is over: the answer's grammar applies from the next token on."""
+        answer.base = slot.tokens + pending
+        if answer.grammar is not None:
+            answer.sampler = build_sampler(self.runtime.model, answer.sampling, answer.grammar,
+                                           _seed(answer.sampling))
 
     def _redo_under_grammar(self, slot: Slot, answer: Answer) -> None:
         """The model began a tool call in free text: drop the answer and take it again from
-        the prompt, greedily under the tool-call grammar."""
+        where it began (the prompt, or the end of the reasoning), greedily under the
+        tool-call grammar."""
         restart = answer.restart
         assert restart is not None and answer.decoder is not None
-        keep = len(answer.prompt) - 1
+        keep = len(answer.base) - 1
         self.runtime.ctx.kv_cache_seq_rm(slot.seq, keep, -1)
         del slot.tokens[keep:]
-        answer.restart, answer.text, answer.sampling = None, "", restart.sampling
-        answer.pending = answer.prompt[keep:]
+        answer.restart, answer.sampling = None, restart.sampling
+        answer.pending = answer.base[keep:]
         answer.sampler = build_sampler(self.runtime.model, restart.sampling, restart.constraint, 0)
         answer.decoder.push(SampledToken(b"", restart=True))
 

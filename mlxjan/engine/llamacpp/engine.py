@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlxjan.chat.reasoning import detect_reasoning
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.chat.tool_calls import (
     JsonSchema,
@@ -27,7 +28,7 @@ from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import BatchStatus, EngineStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.cpu import cpu_info
-from mlxjan.engine.generation import Decoder, answer_room, call_redo
+from mlxjan.engine.generation import Decoder, Reasoning, answer_room, call_redo
 from mlxjan.engine.llamacpp.batch import Answer, Batch
 from mlxjan.engine.llamacpp.decode import (
     KV_CODEC,
@@ -40,6 +41,7 @@ from mlxjan.engine.llamacpp.decode import (
 from mlxjan.engine.llamacpp.grammar import gbnf_for
 from mlxjan.engine.llamacpp.kernels import KernelCheck, Verdict
 from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.reasoning import plan as plan_reasoning
 from mlxjan.engine.thread import EngineThread, Sink, prepared
 from mlxjan.types import Constraint, Event, ForcedToolCall, GenerationRequest
 
@@ -76,6 +78,7 @@ class LlamaCppEngine:
         self._runtime: Runtime | None = None
         self._batch: Batch | None = None
         self._template = ChatTemplate(chat_template)
+        self._reasoning_format = detect_reasoning(chat_template)
         self._add_bos = False
 
     # --- lifecycle (every llama.cpp call happens on the engine thread) --------------------
@@ -140,7 +143,7 @@ class LlamaCppEngine:
         # so it runs beside generation instead of queueing behind it on the engine thread.
         if self._runtime is None:
             await self.load()
-        return await asyncio.to_thread(lambda: len(self._prompt_tokens(request)))
+        return await asyncio.to_thread(lambda: len(self._prompt(request)[0]))
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         return self._thread.open_stream(lambda sink: self._start(request, sink))
@@ -155,14 +158,16 @@ class LlamaCppEngine:
             batch.fail_all(exc)
             return False
 
-    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+    def _prompt(self, request: GenerationRequest) -> tuple[list[int], Reasoning | None]:
+        """The prompt's tokens, and how the answer's reasoning is split (engine/reasoning.py)."""
         self._ensure_loaded()
         assert self._runtime is not None
-        text = self._template.render(request.messages, request.tools)
+        text, reasoning = plan_reasoning(self._reasoning_format, request,
+                                         self._template.render_request(request))
         add_bos = self._add_bos and not (
             self._template.bos_token and text.startswith(self._template.bos_token)
         )
-        return self._runtime.tokenize(text, add_bos)
+        return self._runtime.tokenize(text, add_bos), reasoning
 
     def _start(self, request: GenerationRequest, sink: Sink) -> None:
         """Check and tokenize the request, then queue it for a slot in the batch."""
@@ -171,20 +176,24 @@ class LlamaCppEngine:
             self._ensure_loaded().add(answer)
 
     def _answer(self, request: GenerationRequest, sink: Sink) -> Answer:
-        self._ensure_loaded()
-        prompt = self._prompt_tokens(request)
+        prompt, reasoning = self._prompt(request)
         answer_room(len(prompt), self.context_length, request.sampling)
         fmt = detect_format(self._template_source)
         declared = declared_tools(request.tools)
+        special = self._reasoning_format is not None and self._reasoning_format.special_tokens
         return Answer(prompt, request.sampling, self._grammar(request.constraint, fmt, declared),
                       self._restart(request, fmt, declared), sink,
-                      tool_calls=splitter_for(request, fmt))
+                      tool_calls=splitter_for(request, fmt), reasoning=reasoning,
+                      special=special)
 
     def _decoder(self, answer: Answer, cached: int) -> Decoder:
+        restart = answer.restart
         return Decoder(answer.sampling, prompt_tokens=len(answer.prompt), cached_tokens=cached,
                        max_new_tokens=answer_room(len(answer.prompt), self.context_length,
                                                   answer.sampling),
-                       emit=answer.sink.emit, tool_calls=answer.tool_calls)
+                       emit=answer.sink.emit, tool_calls=answer.tool_calls,
+                       reasoning=answer.reasoning,
+                       redo_check=restart.check if restart is not None else None)
 
     def _restart(self, request: GenerationRequest, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> Restart | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,14 +53,18 @@ class Answer:
     sampling: SamplingParams
     decoder: Decoder
     sink: Sink
-    matcher: Any = None
+    matcher: Any = None  # from where the answer begins (after any reasoning)
     restart: MlxRestart | None = None
-    text: str = ""  # the answer so far, for the restart check
     uid: int = -1
     random: RandomStream = field(init=False)
+    # The whole sequence so far (prompt, then every token sampled or forced), and how much
+    # of it the answer proper starts after: a redo under a grammar starts again from there.
+    tokens: list[int] = field(init=False)
+    base: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.random = RandomStream(self.sampling.seed)
+        self.tokens, self.base = list(self.prompt), len(self.prompt)
 
 
 @dataclass
@@ -68,6 +73,8 @@ class Batch:
     vocab: Vocab
     cache: PromptCache[CacheLayers]
     max_batch: int = 8
+    # Text to tokens without special tokens added (for a forced end of reasoning).
+    encode: Callable[[str], list[int]] = lambda text: []
     _answers: dict[int, Answer] = field(default_factory=dict)
     _generator: Any = None
 
@@ -106,17 +113,18 @@ class Batch:
         return layers, shared
 
     def add(self, answer: Answer, layers: CacheLayers | None, cached: int) -> None:
-        self._insert(answer, layers, cached, answer.sampling, answer.matcher)
+        self._insert(answer, layers, cached)
 
-    def _insert(self, answer: Answer, layers: CacheLayers | None, cached: int,
-                sampling: SamplingParams, matcher: Any) -> None:
-        sampler, processors = make_sampler_chain(sampling, answer.random)
-        if matcher is not None:
-            processors.append(mask_processor(matcher, skip=len(answer.prompt)))
+    def _insert(self, answer: Answer, layers: CacheLayers | None, cached: int) -> None:
+        """Put the answer (back) in the batch: its sequence from `cached` on is evaluated
+        again over `layers`; its grammar, once its answer proper has begun."""
+        sampler, processors = make_sampler_chain(answer.sampling, answer.random)
+        if answer.matcher is not None and answer.decoder.answer_start is not None:
+            processors.append(mask_processor(answer.matcher, skip=answer.base))
         [answer.uid] = self._generator.insert(
-            [answer.prompt[cached:]], max_tokens=[1 << 30],
+            [answer.tokens[cached:]], max_tokens=[1 << 30],
             caches=[layers] if layers is not None else None,
-            all_tokens=[list(answer.prompt[:cached])], samplers=[sampler],
+            all_tokens=[list(answer.tokens[:cached])], samplers=[sampler],
             logits_processors=[processors])
         self._answers[answer.uid] = answer
 
@@ -140,41 +148,61 @@ class Batch:
         return bool(self._answers)
 
     def _on_token(self, answer: Answer, token: int, logprobs: Any) -> None:
-        if token in self.vocab.eos:
-            answer.decoder.push(SampledToken(b"", end_of_generation=True))
-            self._done(answer)
-            return
-        piece = self.vocab.piece(token)
-        if answer.restart is not None:  # the answer's text matters only until decided
-            answer.text += piece.decode("utf-8", errors="ignore")
-            decision = answer.restart.check(answer.text)
-            if decision:
-                self._redo_under_grammar(answer)
-                return
-            if decision is False:
-                answer.restart = None
+        decoder = answer.decoder
+        ended = token in self.vocab.eos
         sampling = answer.sampling
         logprob = token_logprob(token, logprobs, sampling.top_logprobs, self.vocab) \
-            if sampling.logprobs else None
-        if answer.decoder.push(SampledToken(piece, logprob=logprob)):
+            if sampling.logprobs and not ended else None
+        was_answering = decoder.answer_start is not None
+        if not ended:  # an end of generation is never evaluated
+            answer.tokens.append(token)
+        done = decoder.push(SampledToken(b"", end_of_generation=True) if ended else
+                            SampledToken(self.vocab.piece(token), logprob=logprob))
+        if decoder.redo_wanted:
+            self._redo_under_grammar(answer)
+            return
+        forced = decoder.take_forced()
+        forced_tokens = self.encode(forced) if forced and not done else []
+        for forced_token in forced_tokens:
+            answer.tokens.append(forced_token)
+            done = decoder.push(SampledToken(self.vocab.piece(forced_token), forced=True)) \
+                or done
+        began = not was_answering and decoder.answer_start is not None
+        if began:
+            answer.base = len(answer.tokens)
+        if done:
             self._done(answer)
+        elif forced_tokens or (began and answer.matcher is not None):
+            # Evaluate again from the last sampled token (or, after an end of generation,
+            # from the forced ones): what follows it was never in the cache.
+            unevaluated = len(forced_tokens) + (0 if ended else 1)
+            self._continue_from(answer, len(answer.tokens) - unevaluated)
 
-    def _redo_under_grammar(self, answer: Answer) -> None:
-        """The model began a tool call in free text: drop the answer, take it again greedily
-        under the tool-call grammar, from the prompt's KV cache."""
+    def _continue_from(self, answer: Answer, keep: int) -> None:
+        """Take the answer out and put it back with its cache trimmed to `keep` tokens, so
+        what follows (forced tokens) is evaluated and its grammar, if due, applies."""
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
+        layers, _ = self._remove(answer)
+        offset = int(layers[0].offset) if layers is not None else 0
+        keep = min(keep, offset)
+        if layers is not None and offset > keep and not can_trim_prompt_cache(layers):
+            layers, keep = None, 0
+        elif layers is not None and offset > keep:
+            trim_prompt_cache(layers, offset - keep)
+        self._insert(answer, layers, keep if layers is not None else 0)
+
+    def _redo_under_grammar(self, answer: Answer) -> None:
+        """The model began a tool call in free text: drop the answer and take it again
+        greedily under the tool-call grammar, from where it began (the prompt, or the end
+        of the reasoning)."""
         restart = answer.restart
         assert restart is not None
-        layers, _ = self._remove(answer)
-        keep = len(answer.prompt) - 1
-        if layers is not None and can_trim_prompt_cache(layers):
-            trim_prompt_cache(layers, int(layers[0].offset) - keep)
-        else:
-            layers, keep = None, 0
-        answer.restart, answer.text, answer.sampling = None, "", restart.sampling
+        del answer.tokens[answer.base:]
+        answer.restart, answer.sampling = None, restart.sampling
+        answer.matcher = restart.constraint()
         answer.decoder.push(SampledToken(b"", restart=True))
-        self._insert(answer, layers, keep, restart.sampling, restart.constraint())
+        self._continue_from(answer, answer.base - 1)
 
     def _done(self, answer: Answer) -> None:
         self._keep(*self._remove(answer))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxjan.chat.mlx_parsers import load_parser
+from mlxjan.chat.reasoning import ReasoningFormat, detect_reasoning
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.chat.tool_calls import (
     JsonSchema,
@@ -28,7 +29,7 @@ from mlxjan.chat.tool_stream import splitter_for
 from mlxjan.engine.base import BatchStatus, EngineStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.cpu import cpu_info
-from mlxjan.engine.generation import Decoder, answer_room, call_redo
+from mlxjan.engine.generation import Decoder, Reasoning, answer_room, call_redo
 from mlxjan.engine.mlx.batch import Answer, Batch
 from mlxjan.engine.mlx.check import check_model, probe_tokens
 from mlxjan.engine.mlx.decode import MlxRestart, Runner
@@ -37,6 +38,7 @@ from mlxjan.engine.mlx.lark import lark_for
 from mlxjan.engine.mlx.state import MLX_CODEC, CacheLayers
 from mlxjan.engine.mlx.vocab import Vocab, token_pieces
 from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.reasoning import plan as plan_reasoning
 from mlxjan.engine.selfcheck import Remembered
 from mlxjan.engine.thread import EngineThread, Sink, prepared
 from mlxjan.errors import EngineError, ModelSelfCheckError
@@ -52,6 +54,7 @@ class _Loaded:
     template: ChatTemplate
     template_source: str | None
     tool_format: ToolFormat
+    reasoning_format: ReasoningFormat | None
     vocab: Vocab
     batch: Batch
     guide: Guide | None = None  # built on the first constrained request
@@ -111,13 +114,17 @@ class MlxEngine:
 
         runner = Runner(model, mx.new_stream(mx.default_device()))
         self._self_check(runner, tokenizer)
-        vocab = Vocab(token_pieces(tokenizer._tokenizer), frozenset(tokenizer.eos_token_ids))
+        reasoning = detect_reasoning(source, vocab=hf.get_vocab())
+        special = reasoning is not None and reasoning.special_tokens
+        vocab = Vocab(token_pieces(hf, special), frozenset(tokenizer.eos_token_ids))
         self._loaded = _Loaded(
             runner=runner, tokenizer=tokenizer, vocab=vocab,
             template_source=source, tool_format=_tool_format(source, hf),
+            reasoning_format=reasoning,
             template=ChatTemplate(source, bos_token=hf.bos_token or "",
                                   eos_token=hf.eos_token or ""),
-            batch=Batch(runner, vocab, self._cache, self.max_batch),
+            batch=Batch(runner, vocab, self._cache, self.max_batch,
+                        encode=lambda text: list(hf.encode(text, add_special_tokens=False))),
         )
         return self._loaded
 
@@ -170,7 +177,7 @@ class MlxEngine:
         loaded = await self._thread.call(self._ensure_loaded) if self._loaded is None \
             else self._loaded
         # Tokenizing is pure Python/Rust work on the tokenizer, no MLX call.
-        return await asyncio.to_thread(lambda: len(_prompt_tokens(loaded, request)))
+        return await asyncio.to_thread(lambda: len(_prompt(loaded, request)[0]))
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         return self._thread.open_stream(lambda sink: self._start(request, sink))
@@ -183,26 +190,30 @@ class MlxEngine:
         checked = prepared(sink, lambda: self._checked(request))
         if checked is None:
             return
-        loaded, prompt, room, matcher, restart = checked
+        loaded, prompt, reasoning, room, matcher, restart = checked
         layers, cached = loaded.batch.reuse(prompt)
         sink.emit(Started(len(prompt), cached))
         decoder = Decoder(request.sampling, prompt_tokens=len(prompt), cached_tokens=cached,
                           max_new_tokens=room, emit=sink.emit,
-                          tool_calls=splitter_for(request, loaded.tool_format))
+                          tool_calls=splitter_for(request, loaded.tool_format),
+                          reasoning=reasoning,
+                          redo_check=restart.check if restart is not None else None)
         loaded.batch.add(Answer(prompt, request.sampling, decoder, sink, matcher, restart),
                          layers, cached)
 
     def _checked(self, request: GenerationRequest) -> tuple[
-            _Loaded, list[int], int, Any | None, MlxRestart | None]:
-        """The loaded model, the prompt, the answer's room, its matcher and its redo."""
+            _Loaded, list[int], Reasoning | None, int, Any | None, MlxRestart | None]:
+        """The loaded model, the prompt and its reasoning, the answer's room, its matcher
+        and its redo."""
         loaded = self._ensure_loaded()
-        prompt = _prompt_tokens(loaded, request)
+        prompt, reasoning = _prompt(loaded, request)
         room = answer_room(len(prompt), self.context_length, request.sampling)
         fmt = loaded.tool_format
         declared = declared_tools(request.tools)
         matcher = (self._matcher(loaded, request.constraint, fmt, declared)
                    if request.constraint is not None else None)
-        return loaded, prompt, room, matcher, self._restart(loaded, request, fmt, declared)
+        return (loaded, prompt, reasoning, room, matcher,
+                self._restart(loaded, request, fmt, declared))
 
     def _restart(self, loaded: _Loaded, request: GenerationRequest, fmt: ToolFormat,
                  declared: Mapping[str, JsonSchema]) -> MlxRestart | None:
@@ -239,13 +250,15 @@ def _state_params() -> dict[str, str | int | float | bool]:
     return {"engine": "mlx", "mlx": version("mlx"), "mlx_lm": version("mlx-lm")}
 
 
-def _prompt_tokens(loaded: _Loaded, request: GenerationRequest) -> list[int]:
-    text = loaded.template.render(request.messages, request.tools)
+def _prompt(loaded: _Loaded, request: GenerationRequest) -> tuple[list[int], Reasoning | None]:
+    """The prompt's tokens, and how the answer's reasoning is split (engine/reasoning.py)."""
+    text, reasoning = plan_reasoning(loaded.reasoning_format, request,
+                                     loaded.template.render_request(request))
     bos = loaded.template.bos_token
     # The tokenizer adds BOS itself where the model wants one, unless the template did.
     tokens: list[int] = loaded.tokenizer._tokenizer.encode(
         text, add_special_tokens=not (bos and text.startswith(bos)))
-    return tokens
+    return tokens, reasoning
 
 
 def _set_wired_limit(model: Any) -> None:

@@ -53,8 +53,9 @@ def _spm_piece(token: str) -> bytes:
     return token.replace(_SPM_SPACE, " ").encode("utf-8")
 
 
-def token_pieces(hf_tokenizer: Any) -> list[bytes]:
-    """One byte string per token id; control (special) tokens render as b""."""
+def token_pieces(hf_tokenizer: Any, special: bool = False) -> list[bytes]:
+    """One byte string per token id; control (special) tokens render as b"", or as their
+    text with `special` (a format whose markers are control tokens: harmony)."""
     size = len(hf_tokenizer)
     tokens: list[str | None] = hf_tokenizer.convert_ids_to_tokens(list(range(size)))
     piece = _byte_level_piece if _is_byte_level(hf_tokenizer) else _spm_piece
@@ -63,7 +64,8 @@ def token_pieces(hf_tokenizer: Any) -> list[bytes]:
     for token_id, added_token in added.items():
         if 0 <= token_id < size:
             # Added tokens are stored verbatim, not byte-mapped; special ones are controls.
-            pieces[token_id] = b"" if added_token.special else added_token.content.encode()
+            hidden = added_token.special and not special
+            pieces[token_id] = b"" if hidden else added_token.content.encode()
     return pieces
 
 
