@@ -10,6 +10,7 @@ does. ChatML (llama.cpp's fallback) only made base models echo the markers back.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -19,7 +20,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mlxjan.errors import InvalidRequestError
-from mlxjan.types import ChatMessage, ToolSpec
+from mlxjan.types import ChatMessage, GenerationRequest, ReasoningOptions, TemplateValue, ToolSpec
 
 FALLBACK_TEMPLATE = (
     "{% for message in messages %}{{ message['content'] }}"
@@ -58,11 +59,22 @@ class ChatTemplate:
     bos_token: str = ""
     eos_token: str = ""
 
+    def render_request(self, request: GenerationRequest) -> str:
+        return self.render(request.messages, request.tools, template_variables(request))
+
     def render(self, messages: tuple[ChatMessage, ...],
-               tools: tuple[ToolSpec, ...] = ()) -> str:
+               tools: tuple[ToolSpec, ...] = (),
+               variables: Mapping[str, TemplateValue] | None = None) -> str:
+        """The prompt; `variables` (template_variables) are what else the template reads."""
+        reserved = RESERVED.intersection(variables or {})
+        if reserved:
+            raise InvalidRequestError(
+                f"chat_template_kwargs may not set {', '.join(sorted(reserved))}",
+                param="chat_template_kwargs")
         try:
             template = _compile(self.source or FALLBACK_TEMPLATE)
             return template.render(
+                **(variables or {}),
                 messages=[_message_dict(m) for m in messages],
                 tools=[tool.template_dict() for tool in tools] or None,
                 add_generation_prompt=True,
@@ -76,8 +88,31 @@ class ChatTemplate:
                                       param="messages") from exc
 
 
+# What the template is given by the server itself, never by a request's kwargs.
+RESERVED = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"})
+# gpt-oss's template knows low, medium and high.
+_EFFORT_LEVELS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+
+
+def template_variables(request: GenerationRequest) -> dict[str, TemplateValue]:
+    """What a request tells its template beside the messages: `enable_thinking` (Qwen3,
+    GLM, DeepSeek V3.1 templates) and `reasoning_effort` (gpt-oss) from its reasoning
+    options, where it sets them; then its own chat_template_kwargs, which win."""
+    out: dict[str, TemplateValue] = {}
+    options: ReasoningOptions = request.reasoning
+    if options.enabled is not None or options.effort is not None:
+        out["enable_thinking"] = options.enabled is not False and options.effort != "none"
+    if options.effort in _EFFORT_LEVELS:
+        out["reasoning_effort"] = _EFFORT_LEVELS[options.effort]
+    out.update(request.template_kwargs)
+    return out
+
+
 def _message_dict(message: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.reasoning:
+        # Qwen3, GLM and DeepSeek templates read `reasoning_content`; gpt-oss's `thinking`.
+        out["reasoning_content"] = out["thinking"] = message.reasoning
     if message.name is not None:
         out["name"] = message.name
     if message.tool_call_id is not None:

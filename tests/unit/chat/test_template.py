@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlxjan.chat.template import ChatTemplate
+from mlxjan.chat.template import ChatTemplate, template_variables
 from mlxjan.errors import InvalidRequestError
-from mlxjan.types import ChatMessage, ToolCall, ToolSpec
+from mlxjan.types import ChatMessage, GenerationRequest, ReasoningOptions, ToolCall, ToolSpec
 
 CHATML = (
     "{% for message in messages %}"
@@ -134,3 +134,46 @@ def test_loop_controls_and_strftime_now_are_available() -> None:
         "{% endfor %}|{{ strftime_now('%Y') | length }}"
     )
     assert template.render(CONVERSATION) == "You are terse.|4"
+
+
+# --- reasoning: template variables and past reasoning --------------------------------------
+
+QWEN3_LIKE = (
+    "{% for message in messages %}{{ message.role }}:"
+    "{% if message.reasoning_content %}<think>{{ message.reasoning_content }}</think>"
+    "{% endif %}{{ message.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think></think>"
+    "{% endif %}{% endif %}"
+    "{% if reasoning_effort is defined %}[{{ reasoning_effort }}]{% endif %}"
+)
+
+
+def _request(**fields: object) -> GenerationRequest:
+    return GenerationRequest("m", (ChatMessage("user", "hi"),), **fields)  # type: ignore[arg-type]
+
+
+def test_past_reasoning_is_rendered_where_the_template_reads_it() -> None:
+    out = ChatTemplate(QWEN3_LIKE).render((
+        ChatMessage("user", "2+3?"), ChatMessage("assistant", "5", reasoning="two, three"),
+        ChatMessage("user", "and?")))
+    assert "assistant:<think>two, three</think>5\n" in out
+
+
+def test_reasoning_options_become_template_variables() -> None:
+    template = ChatTemplate(QWEN3_LIKE)
+    assert template.render_request(_request()).endswith("assistant:")
+    off = _request(reasoning=ReasoningOptions(effort="none"))
+    assert template_variables(off) == {"enable_thinking": False}
+    assert template.render_request(off).endswith("assistant:<think></think>")
+    high = _request(reasoning=ReasoningOptions(effort="minimal"))
+    assert template_variables(high) == {"enable_thinking": True, "reasoning_effort": "low"}
+
+
+def test_chat_template_kwargs_win_and_may_not_replace_the_messages() -> None:
+    req = _request(reasoning=ReasoningOptions(enabled=False),
+                   template_kwargs=(("enable_thinking", True),))
+    assert template_variables(req)["enable_thinking"] is True
+    with pytest.raises(InvalidRequestError) as caught:
+        ChatTemplate(QWEN3_LIKE).render_request(_request(template_kwargs=(("messages", 1),)))
+    assert caught.value.param == "chat_template_kwargs"
