@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     # With tools on offer, a call the model begins in free text is regenerated under the
     # tool-call grammar (valid by construction). Off: calls are only parsed.
     tool_grammar: bool = True
+    # Reasoning tokens an answer may spend before the server closes its reasoning, for
+    # requests that set no budget of their own (None: only max_tokens bounds it).
+    reasoning_budget: int | None = Field(default=None, ge=0)
+    # Which field of an OpenAI chat message carries the reasoning: `reasoning_content`
+    # (llama.cpp, DeepSeek, LM Studio), `reasoning` (Ollama, mlx-lm, newer vLLM), or both.
+    reasoning_field: Literal["reasoning_content", "reasoning", "both"] = "both"
     # Local models that Claude's tiers map to (any `claude-*opus*` name, ...); None: default.
     anthropic_opus_model: str | None = None
     anthropic_sonnet_model: str | None = None

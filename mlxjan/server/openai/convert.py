@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from mlxjan.chat.constraints import apply_tool_choice
 from mlxjan.chat.tool_stream import assemble_calls
@@ -14,10 +14,13 @@ from mlxjan.types import (
     DEFAULT_SAMPLING,
     ChatMessage,
     Constraint,
+    Delta,
     Finished,
     ForcedToolCall,
     GenerationRequest,
     JsonOutput,
+    ReasoningDelta,
+    ReasoningOptions,
     SamplingParams,
     TextDelta,
     TokenLogprob,
@@ -29,6 +32,8 @@ from mlxjan.types import (
 
 MAX_STOP_STRINGS = 16
 N = TypeVar("N", int, float)
+# Which message field carries reasoning (settings.reasoning_field).
+ReasoningField = Literal["reasoning_content", "reasoning", "both"]
 
 
 @dataclass(frozen=True)
@@ -41,17 +46,40 @@ class CompletionIds:
 
 
 def to_generation_request(req: s.ChatCompletionRequest,
-                          defaults: SamplingParams = DEFAULT_SAMPLING) -> GenerationRequest:
-    """`defaults` fills what the request leaves out (the server's default temperature)."""
+                          defaults: SamplingParams = DEFAULT_SAMPLING,
+                          default_budget: int | None = None) -> GenerationRequest:
+    """`defaults` fills what the request leaves out (the server's default temperature);
+    `default_budget` caps reasoning where the request sets no budget."""
     if req.n != 1:
         raise InvalidRequestError("n > 1 is not supported: ask for one choice per request.",
                                   param="n")
     messages = tuple(_message(m, i) for i, m in enumerate(req.messages))
     tools, forced = _tools(req)
     constraint: Constraint | None = forced or _response_format(req.response_format)
-    return GenerationRequest(model=req.model, messages=messages, sampling=_sampling(req, defaults),
+    sampling = _sampling(req, defaults)
+    return GenerationRequest(model=req.model, messages=messages, sampling=sampling,
                              tools=tools, constraint=constraint,
-                             parallel_tool_calls=req.parallel_tool_calls is not False)
+                             parallel_tool_calls=req.parallel_tool_calls is not False,
+                             reasoning=_reasoning(req, sampling, default_budget),
+                             template_kwargs=tuple((req.chat_template_kwargs or {}).items()))
+
+
+def _reasoning(req: s.ChatCompletionRequest, sampling: SamplingParams,
+               default_budget: int | None) -> ReasoningOptions:
+    """reasoning_effort, or Ollama's `think`, and the budget; a budget must leave room for
+    an answer within max_tokens."""
+    effort = req.reasoning_effort
+    if effort is None and isinstance(req.think, str):
+        effort = req.think
+    enabled = req.think if isinstance(req.think, bool) else None
+    budget = req.reasoning_budget if req.reasoning_budget is not None else default_budget
+    if (req.reasoning_budget is not None and sampling.max_tokens is not None
+            and req.reasoning_budget >= sampling.max_tokens):
+        raise InvalidRequestError(
+            f"reasoning_budget ({req.reasoning_budget}) leaves no room to answer within "
+            f"max_tokens ({sampling.max_tokens}): make it smaller than max_tokens.",
+            param="reasoning_budget")
+    return ReasoningOptions(enabled=enabled, effort=effort, budget_tokens=budget)
 
 
 def _tools(req: s.ChatCompletionRequest
@@ -113,7 +141,8 @@ def _message(m: s.SystemMessage | s.UserMessage | s.AssistantMessage | s.ToolMes
     if isinstance(m, s.AssistantMessage):
         calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments)
                       for c in m.tool_calls or ())
-        return ChatMessage("assistant", _text(m.content, param), name=m.name, tool_calls=calls)
+        return ChatMessage("assistant", _text(m.content, param), name=m.name, tool_calls=calls,
+                           reasoning=m.reasoning_content or m.reasoning or "")
     return ChatMessage("tool", _text(m.content, param), tool_call_id=m.tool_call_id)
 
 
@@ -139,7 +168,16 @@ def usage_out(usage: Usage) -> s.UsageOut:
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
         prompt_tokens_details=s.PromptTokensDetails(cached_tokens=usage.cached_tokens),
+        completion_tokens_details=s.CompletionTokensDetails(
+            reasoning_tokens=usage.reasoning_tokens),
     )
+
+
+def _reasoning_fields(text: str | None, field: ReasoningField) -> tuple[str | None, str | None]:
+    """The reasoning as (`reasoning_content`, `reasoning`): under the name(s) the server is
+    set to send."""
+    return (text if field != "reasoning" else None,
+            text if field != "reasoning_content" else None)
 
 
 def logprobs_out(items: Sequence[TokenLogprob]) -> s.ChoiceLogprobs:
@@ -157,8 +195,12 @@ def role_chunk(ids: CompletionIds) -> s.ChatCompletionChunk:
     return _chunk(ids, s.ChunkChoice(delta=s.DeltaMessage(role="assistant", content="")))
 
 
-def delta_chunk(ids: CompletionIds, delta: TextDelta | ToolCallDelta, with_logprobs: bool
-                ) -> s.ChatCompletionChunk:
+def delta_chunk(ids: CompletionIds, delta: Delta, with_logprobs: bool,
+                field: ReasoningField = "both") -> s.ChatCompletionChunk:
+    if isinstance(delta, ReasoningDelta):
+        content, reasoning = _reasoning_fields(delta.text, field)
+        return _chunk(ids, s.ChunkChoice(
+            delta=s.DeltaMessage(reasoning_content=content, reasoning=reasoning)))
     if isinstance(delta, ToolCallDelta):
         call = s.ToolCallDeltaOut(
             index=delta.index, id=delta.id, type="function" if delta.id else None,
@@ -178,9 +220,11 @@ def usage_chunk(ids: CompletionIds, usage: Usage) -> s.ChatCompletionChunk:
                                  usage=usage_out(usage))
 
 
-def completion(ids: CompletionIds, deltas: Sequence[TextDelta | ToolCallDelta],
-               finished: Finished, with_logprobs: bool) -> s.ChatCompletion:
+def completion(ids: CompletionIds, deltas: Sequence[Delta], finished: Finished,
+               with_logprobs: bool, field: ReasoningField = "both") -> s.ChatCompletion:
     texts = [d for d in deltas if isinstance(d, TextDelta)]
+    reasoning_content, reasoning = _reasoning_fields(
+        "".join(d.text for d in deltas if isinstance(d, ReasoningDelta)) or None, field)
     logprobs = None
     if with_logprobs:
         logprobs = logprobs_out([lp for d in texts for lp in d.logprobs])
@@ -190,7 +234,8 @@ def completion(ids: CompletionIds, deltas: Sequence[TextDelta | ToolCallDelta],
         message=s.ResponseMessage(
             content=content if content or not calls else None,
             tool_calls=[s.ToolCallOut(id=c.id, function=s.FunctionCallOut(
-                name=c.name, arguments=c.arguments)) for c in calls] or None),
+                name=c.name, arguments=c.arguments)) for c in calls] or None,
+            reasoning_content=reasoning_content, reasoning=reasoning),
         logprobs=logprobs,
         finish_reason=finished.reason,
     )

@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from mlxjan.server.keep_alive import KeepAliveField
+from mlxjan.types import ReasoningEffort, TemplateValue
 
 _LENIENT = ConfigDict(extra="ignore")
 
@@ -64,6 +65,9 @@ class AssistantMessage(BaseModel):
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
+    # The turn's reasoning, as this server (or another) returned it; either name.
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ToolMessage(BaseModel):
@@ -148,6 +152,13 @@ class ChatCompletionRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     user: str | None = None
+    # Reasoning models: how hard to think ("none" turns thinking off), Ollama's `think`
+    # (a switch or a level), a cap on reasoning tokens (mlxjan; the rest of max_tokens is
+    # left to the answer), and extra chat-template variables (llama-server, vLLM).
+    reasoning_effort: ReasoningEffort | None = None
+    think: bool | Literal["low", "medium", "high"] | None = None
+    reasoning_budget: int | None = Field(default=None, ge=0, le=1_000_000)
+    chat_template_kwargs: dict[str, TemplateValue] | None = Field(default=None, max_length=64)
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -157,11 +168,17 @@ class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
 class UsageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
+    completion_tokens_details: CompletionTokensDetails = Field(
+        default_factory=CompletionTokensDetails)
 
 
 class TopLogprob(BaseModel):
@@ -196,13 +213,15 @@ class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None  # null (not absent) when the answer is only tool calls
     tool_calls: list[ToolCallOut] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_missing_tool_calls(self, handler: SerializerFunctionWrapHandler
-                                 ) -> dict[str, Any]:
+    def _omit_missing(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("tool_calls") is None:
-            data.pop("tool_calls", None)
+        for key in ("tool_calls", "reasoning_content", "reasoning"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -242,6 +261,8 @@ class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDeltaOut] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ChunkChoice(BaseModel):

@@ -32,7 +32,8 @@ class ChatServing:
 
     async def create(self, body: s.ChatCompletionRequest, keep_alive_header: str | None = None
                      ) -> Response:
-        request = convert.to_generation_request(body, self._settings.sampling_defaults())
+        request = convert.to_generation_request(body, self._settings.sampling_defaults(),
+                                                self._settings.reasoning_budget)
         keep_alive = requested(body.keep_alive, keep_alive_header, self._settings)
         opened = await open_on(self._manager, request, keep_alive,
                                self._settings.request_timeout)
@@ -42,10 +43,11 @@ class ChatServing:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
                 _sse_chunks(ids, opened, include_usage, body.logprobs,
-                            self._settings.keepalive_interval),
+                            self._settings.keepalive_interval, self._settings.reasoning_field),
                 media_type="text/event-stream", headers=SSE_HEADERS)
         deltas, finished = await drain(opened.events)
-        result = convert.completion(ids, deltas, finished, body.logprobs)
+        result = convert.completion(ids, deltas, finished, body.logprobs,
+                                    self._settings.reasoning_field)
         return JSONResponse(result.model_dump(mode="json"))
 
     def models(self, loaded_only: bool = False) -> s.ModelList:
@@ -63,7 +65,8 @@ def _card(m: ModelInfo) -> s.ModelCard:
 
 
 async def _sse_chunks(ids: convert.CompletionIds, opened: OpenedStream, include_usage: bool,
-                      with_logprobs: bool, keepalive: float) -> AsyncIterator[str]:
+                      with_logprobs: bool, keepalive: float, field: convert.ReasoningField
+                      ) -> AsyncIterator[str]:
     yield sse.data(convert.role_chunk(ids))
     try:
         async for event in with_keepalive(opened.events, keepalive):
@@ -74,7 +77,7 @@ async def _sse_chunks(ids: convert.CompletionIds, opened: OpenedStream, include_
                 if include_usage:
                     yield sse.data(convert.usage_chunk(ids, event.usage))
             else:
-                yield sse.data(convert.delta_chunk(ids, event, with_logprobs))
+                yield sse.data(convert.delta_chunk(ids, event, with_logprobs, field))
     except MlxjanError as err:
         # The 200 has been sent: the error goes out in-band, then the stream ends.
         log.warning("stream %s failed: %s", ids.id, err.message)

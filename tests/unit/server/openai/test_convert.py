@@ -180,7 +180,8 @@ def test_completion_shape() -> None:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello, world"},
                      "logprobs": None, "finish_reason": "length"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12,
-                  "prompt_tokens_details": {"cached_tokens": 4}},
+                  "prompt_tokens_details": {"cached_tokens": 4},
+                  "completion_tokens_details": {"reasoning_tokens": 0}},
     }
 
 
@@ -223,7 +224,8 @@ def test_stream_chunk_shapes() -> None:
     assert usage.usage is not None
     assert usage.usage.model_dump() == {"prompt_tokens": 3, "completion_tokens": 4,
                                         "total_tokens": 7,
-                                        "prompt_tokens_details": {"cached_tokens": 1}}
+                                        "prompt_tokens_details": {"cached_tokens": 1},
+                                        "completion_tokens_details": {"reasoning_tokens": 0}}
     assert {c.id for c in (delta, finish, usage)} == {"chatcmpl-abc"}
 
 
