@@ -21,6 +21,7 @@ from mlxjan.server.models_api import router as models_router
 from mlxjan.server.openai.routes import router as openai_router
 from mlxjan.server.openai.serving import ChatServing
 from mlxjan.server.security import LOOPBACK_ORIGIN_REGEX, SecurityMiddleware
+from mlxjan.server.signing import Signer
 from mlxjan.settings import Settings
 
 CLIENT_HEADERS = ["authorization", "x-api-key", "content-type", "anthropic-version",
@@ -48,7 +49,9 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     app.state.settings = settings
     app.state.manager = manager
     app.state.chat_serving = ChatServing(manager, settings)
-    app.state.messages_serving = MessagesServing(manager, settings)
+    # Seals reasoning sent to clients; its key file is read or made on first use.
+    app.state.signer = signer = Signer.for_data_dir(settings.data_dir)
+    app.state.messages_serving = MessagesServing(manager, settings, signer)
     install_error_handlers(app, settings.api_prefix)
 
     @app.get("/health", tags=["server"], response_model=Health)

@@ -21,13 +21,12 @@ from mlxjan.engine.manager import EngineManager
 from mlxjan.engine.repeat_guard import RepeatGuard
 from mlxjan.errors import EngineError, RequestTimeoutError
 from mlxjan.types import (
+    Delta,
     Event,
     Finished,
     Generated,
     GenerationRequest,
     Started,
-    TextDelta,
-    ToolCallDelta,
 )
 
 log = logging.getLogger(__name__)
@@ -88,10 +87,9 @@ def _release(holds: tuple[Hold, ...]) -> None:
         hold.release()
 
 
-async def drain(events: AsyncIterator[Generated]
-                ) -> tuple[list[TextDelta | ToolCallDelta], Finished]:
+async def drain(events: AsyncIterator[Generated]) -> tuple[list[Delta], Finished]:
     """Collect a whole stream: the non-streaming responses use the same events."""
-    deltas: list[TextDelta | ToolCallDelta] = []
+    deltas: list[Delta] = []
     async for event in events:
         if isinstance(event, Finished):
             return deltas, event

@@ -2,7 +2,9 @@
 
 A reply is produced by `script(request)` and split into one "token" per word (with its
 leading space), or per character when `char_tokens` is set, then runs through the same
-decode loop as the real engines, on its own engine thread.
+decode loop as the real engines, on its own engine thread. With `reasoning`, that text comes
+first as ReasoningDelta events (split the same way), whatever the request asks, so tests see
+what each protocol does with reasoning; those pieces are not counted in the usage.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from mlxjan.engine.generation import SampledToken, answer_room, decode_loop
 from mlxjan.engine.protocol import EngineSpec
 from mlxjan.engine.thread import Emit, EngineThread
 from mlxjan.models.store import new_manifest
-from mlxjan.types import Event, GenerationRequest, Started
+from mlxjan.types import Event, GenerationRequest, ReasoningDelta, Started
 
 Script = Callable[[GenerationRequest], str]
 
@@ -34,14 +36,16 @@ class FakeEngine:
     def __init__(self, model_id: str, script: Script = echo_last_user, *,
                  context_length: int = 4096, token_delay: float = 0.0,
                  char_tokens: bool = False, tool_format: ToolFormat = HERMES,
-                 loaded: bool = True) -> None:
+                 loaded: bool = True, reasoning: str = "") -> None:
         self.model_id = model_id
         self.script = script
+        self.reasoning = reasoning
         self.context_length = context_length
         self.token_delay = token_delay
         self.char_tokens = char_tokens
         self.tool_format = tool_format
         self.requests: list[GenerationRequest] = []
+        self.counted: list[GenerationRequest] = []  # what count_tokens was asked
         self.tokens_produced = 0  # lets tests see that a cancelled stream stopped early
         self.loaded = loaded  # a request loads it, as a worker would
         self.loads = 0
@@ -59,24 +63,33 @@ class FakeEngine:
         prompt_tokens = self._prompt_tokens(request)
         limit = answer_room(prompt_tokens, self.context_length, request.sampling)
         emit(Started(prompt_tokens))
+        for piece in self._pieces(self.reasoning):
+            if cancelled.is_set():
+                return
+            if self.token_delay:
+                time.sleep(self.token_delay)
+            emit(ReasoningDelta(piece))
         decode_loop(self._tokens(request), request.sampling, prompt_tokens=prompt_tokens,
                     cached_tokens=0, max_new_tokens=limit, emit=emit, cancelled=cancelled,
                     tool_calls=splitter_for(request, self.tool_format))
 
     def _tokens(self, request: GenerationRequest) -> Iterator[SampledToken]:
-        reply = self.script(request)
-        pieces = list(reply) if self.char_tokens else re.findall(r"\s*\S+", reply)
-        for piece in pieces:
+        for piece in self._pieces(self.script(request)):
             if self.token_delay:
                 time.sleep(self.token_delay)
             self.tokens_produced += 1
             yield SampledToken(piece.encode())
         yield SampledToken(b"", end_of_generation=True)
 
+    def _pieces(self, text: str) -> list[str]:
+        return list(text) if self.char_tokens else re.findall(r"\s*\S+", text)
+
     def _prompt_tokens(self, request: GenerationRequest) -> int:
-        return sum(len(m.content.split()) + 3 for m in request.messages) + 1
+        return sum(len(m.content.split()) + len(m.reasoning.split()) + 3
+                   for m in request.messages) + 1
 
     async def count_tokens(self, request: GenerationRequest) -> int:
+        self.counted.append(request)
         return self._prompt_tokens(request)
 
     async def load(self) -> None:

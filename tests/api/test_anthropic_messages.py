@@ -10,7 +10,7 @@ import pytest
 
 from mlxjan.settings import Settings
 from mlxjan.testing.fake_engine import FakeEngine
-from mlxjan.types import GenerationRequest
+from mlxjan.types import GenerationRequest, ReasoningOptions
 from tests.api.conftest import MODEL, Server
 
 USER = [{"role": "user", "content": "hello there"}]
@@ -147,13 +147,16 @@ def test_claude_code_shaped_request_converts(server: Server) -> None:
     roles = [m.role for m in request.messages]
     assert roles == ["system", "user", "assistant", "tool", "tool", "user", "system", "user"]
     assert request.messages[0].content == "You are Claude Code."
-    assert request.messages[2].content == "Calling ls."
+    # A thinking block this server did not sign is plain text of its turn, never reasoning.
+    assert request.messages[2].content == "hmm\n\nCalling ls."
+    assert request.messages[2].reasoning == ""
     assert request.messages[2].tool_calls[0].name == "Bash"
     assert json.loads(request.messages[2].tool_calls[0].arguments) == {"cmd": "ls"}
     assert request.messages[3].tool_call_id == "toolu_1" and request.messages[3].content == "a.txt"
     assert request.messages[4].content.startswith("Error") and "boom" in request.messages[4].content
     assert request.tools[0].name == "Bash"
     assert request.sampling.max_tokens == 128000
+    assert request.reasoning == ReasoningOptions(enabled=True, effort="low", budget_tokens=1024)
 
 
 def test_tool_round_trip_through_the_sdk(server: Server) -> None:

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from mlxjan.chat.constraints import apply_tool_choice
 from mlxjan.chat.tool_stream import assemble_calls
 from mlxjan.errors import InvalidRequestError, ModelNotFoundError
 from mlxjan.server.anthropic import schemas as s
+from mlxjan.server.signing import Signer
 from mlxjan.settings import Settings
 from mlxjan.types import (
     DEFAULT_SAMPLING,
     ChatMessage,
+    Delta,
     Finished,
     FinishReason,
     ForcedToolCall,
     GenerationRequest,
+    ReasoningDelta,
+    ReasoningEffort,
+    ReasoningOptions,
     SamplingParams,
     TextDelta,
     ToolCall,
@@ -29,6 +35,16 @@ from mlxjan.types import (
 # every prompt differ from the cached one right at the start.
 BILLING_HEADER = "x-anthropic-billing-header"
 TIERS = ("opus", "sonnet", "haiku")
+# Which thinking types ask for thinking (Anthropic: none unless asked; between_tools is off).
+THINKING_ON: dict[s.ThinkingType, bool] = {
+    "enabled": True, "adaptive": True, "disabled": False, "between_tools": False,
+}
+# output_config.effort -> the engine's effort; values not listed are ignored.
+EFFORTS: dict[str, ReasoningEffort] = {
+    "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high",
+}
+# Whether a history thinking block's (text, signature) is this server's, for this model.
+Trusts = Callable[[str, str], bool]
 
 
 def resolve_model(name: str, settings: Settings, installed: Iterable[str]) -> str:
@@ -43,19 +59,51 @@ def resolve_model(name: str, settings: Settings, installed: Iterable[str]) -> st
 
 
 def to_generation_request(req: s.MessagesRequest | s.CountTokensRequest, model_id: str,
-                          defaults: SamplingParams = DEFAULT_SAMPLING) -> GenerationRequest:
-    """`defaults` fills what the request leaves out (the server's default temperature)."""
+                          defaults: SamplingParams = DEFAULT_SAMPLING, *,
+                          signer: Signer | None = None,
+                          reasoning_budget: int | None = None) -> GenerationRequest:
+    """`defaults` fills what the request leaves out (the server's default temperature);
+    `reasoning_budget` is the server's budget for adaptive thinking. History thinking blocks
+    whose signature `signer` verifies for `model_id` are the turn's reasoning; any other is
+    plain text of that turn (no signer: none is trusted)."""
     messages: list[ChatMessage] = []
     system = system_text(req.system)
     if system:
         messages.append(ChatMessage("system", system))
+    trusts = _trusts(signer, model_id)
     for index, message in enumerate(req.messages):
-        messages.extend(_convert_message(message, index))
+        messages.extend(_convert_message(message, index, trusts))
     tools, forced = _tools(req)
     sampling = _sampling(req, defaults) if isinstance(req, s.MessagesRequest) else defaults
+    reasoning = reasoning_options(req.thinking, req.output_config, sampling.max_tokens,
+                                  reasoning_budget)
     single = req.tool_choice is not None and req.tool_choice.disable_parallel_tool_use is True
     return GenerationRequest(model=model_id, messages=tuple(messages), sampling=sampling,
-                             tools=tools, constraint=forced, parallel_tool_calls=not single)
+                             tools=tools, constraint=forced, parallel_tool_calls=not single,
+                             reasoning=reasoning)
+
+
+def reasoning_options(thinking: s.ThinkingConfig | None, output: s.OutputConfig | None,
+                      max_tokens: int | None, server_budget: int | None) -> ReasoningOptions:
+    """No thinking unless asked. `enabled` brings its own budget, which must leave room to
+    answer within max_tokens; `adaptive` (and `enabled` without one) gets the server's."""
+    if thinking is None or not THINKING_ON[thinking.type]:
+        return ReasoningOptions(enabled=False)
+    effort = EFFORTS.get(output.effort or "") if output is not None else None
+    budget = thinking.budget_tokens if thinking.type == "enabled" else None
+    if budget is None:
+        return ReasoningOptions(enabled=True, effort=effort, budget_tokens=server_budget)
+    if max_tokens is not None and budget >= max_tokens:
+        raise InvalidRequestError(
+            f"thinking.budget_tokens ({budget}) must be less than max_tokens ({max_tokens}): "
+            "the answer needs room after the thinking.", param="thinking.budget_tokens")
+    return ReasoningOptions(enabled=True, effort=effort, budget_tokens=budget)
+
+
+def _trusts(signer: Signer | None, model_id: str) -> Trusts:
+    if signer is None:
+        return lambda _text, _signature: False
+    return lambda text, signature: signer.verify(text, signature, context=model_id)
 
 
 def _tools(req: s.MessagesRequest | s.CountTokensRequest
@@ -99,14 +147,25 @@ def _tool(tool: s.ToolDef) -> ToolSpec:
     return ToolSpec(tool.name, tool.description, dict(tool.input_schema))
 
 
-def _convert_message(message: s.Message, index: int) -> list[ChatMessage]:
-    """One wire message as chat messages; tool results first, right after the call."""
+def _convert_message(message: s.Message, index: int, trusts: Trusts) -> list[ChatMessage]:
+    """One wire message as chat messages; tool results first, right after the call.
+
+    An assistant's thinking blocks that `trusts` are its reasoning; any other thinking text
+    (unsigned, forged, another server's or model's) goes first in its text, as plain words.
+    redacted_thinking is dropped: a local template has nowhere to put it."""
     if isinstance(message.content, str):
         return [ChatMessage(message.role, message.content)]
     texts: list[str] = []
+    reasoning: list[str] = []
+    untrusted: list[str] = []
     calls: list[ToolCall] = []
     results: list[ChatMessage] = []
     for block_index, block in enumerate(message.content):
+        if isinstance(block, s.ThinkingBlock):
+            own = message.role == "assistant" and block.signature is not None \
+                and trusts(block.thinking, block.signature)
+            (reasoning if own else untrusted).append(block.thinking)
+            continue
         where = f"messages.{index}.content.{block_index}"
         if isinstance(block, s.TextBlock):
             texts.append(block.text)
@@ -119,11 +178,12 @@ def _convert_message(message: s.Message, index: int) -> list[ChatMessage]:
         elif isinstance(block, s.ToolResultBlock):
             results.append(ChatMessage("tool", _tool_result_text(block, where),
                                        tool_call_id=block.tool_use_id))
-        # thinking / redacted_thinking: a local template has nowhere to put them.
     text = ("" if message.role == "assistant" else "\n").join(texts)
+    text = "\n\n".join(part for part in (*untrusted, text) if part)
+    thought = "\n".join(part for part in reasoning if part)
     out = list(results)
-    if text or calls or not results:
-        out.append(ChatMessage(message.role, text, tool_calls=tuple(calls)))
+    if text or calls or thought or not results:
+        out.append(ChatMessage(message.role, text, tool_calls=tuple(calls), reasoning=thought))
     return out
 
 
@@ -166,10 +226,45 @@ def usage_out(prompt_tokens: int, cached_tokens: int, output_tokens: int) -> s.U
                       cache_read_input_tokens=cached_tokens, cache_creation_input_tokens=0)
 
 
-def message(message_id: str, model: str, deltas: Sequence[TextDelta | ToolCallDelta],
-            finished: Finished) -> s.MessageOut:
+@dataclass(frozen=True)
+class ThinkingOutput:
+    """How an answer's reasoning goes out: as thinking blocks sealed for this model."""
+
+    signer: Signer
+    model_id: str  # the local model the seals are bound to
+    shown: bool = True  # False (display "omitted"): the blocks' text is left out
+
+    def text(self, reasoning: str) -> str:
+        return reasoning if self.shown else ""
+
+    def block(self, reasoning: str) -> s.ThinkingOut:
+        """The block for this reasoning, its seal over the text the client receives."""
+        text = self.text(reasoning)
+        return s.ThinkingOut(thinking=text, signature=self.seal(text))
+
+    def seal(self, text: str) -> str:
+        return self.signer.sign(text, context=self.model_id)
+
+
+def thinking_output(thinking: s.ThinkingConfig | None, signer: Signer, model_id: str
+                    ) -> ThinkingOutput | None:
+    """None when thinking is off: any reasoning the model writes is then dropped."""
+    if thinking is None or not THINKING_ON[thinking.type]:
+        return None
+    return ThinkingOutput(signer, model_id, shown=thinking.display != "omitted")
+
+
+def message(message_id: str, model: str, deltas: Sequence[Delta], finished: Finished,
+            thinking: ThinkingOutput | None = None) -> s.MessageOut:
+    """The whole answer: its thinking first (one block, when asked for and written), then
+    its text, then its tool calls."""
+    content: list[s.ThinkingOut | s.TextOut | s.ToolUseOut] = []
+    reasoning = "".join(d.text for d in deltas if isinstance(d, ReasoningDelta))
+    if thinking is not None and reasoning:
+        content.append(thinking.block(reasoning))
     text = "".join(d.text for d in deltas if isinstance(d, TextDelta))
-    content: list[s.TextOut | s.ToolUseOut] = [s.TextOut(text=text)] if text else []
+    if text:
+        content.append(s.TextOut(text=text))
     for call in assemble_calls(d for d in deltas if isinstance(d, ToolCallDelta)):
         content.append(s.ToolUseOut(id=tool_use_id(call.id), name=call.name,
                                     input=json.loads(call.arguments or "{}")))

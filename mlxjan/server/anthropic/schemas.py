@@ -84,10 +84,24 @@ class ToolChoice(BaseModel):
     disable_parallel_tool_use: bool | None = None
 
 
+ThinkingType = Literal["enabled", "disabled", "adaptive", "between_tools"]
+
+
 class ThinkingConfig(BaseModel):
+    """`enabled` (with a budget; no 1024 minimum here), `adaptive` (the server's budget),
+    `disabled`, `between_tools` (thinking off). `display` "omitted": thinking blocks come
+    back empty, signed; other values show it."""
+
     model_config = _LENIENT
-    type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = Field(default=None, ge=0)
+    type: ThinkingType
+    budget_tokens: int | None = Field(default=None, ge=0, le=10_000_000)
+    display: str | None = None
+
+
+class OutputConfig(BaseModel):
+    model_config = _LENIENT
+    # low, medium, high, xhigh, max; other values are ignored, not refused.
+    effort: str | None = None
 
 
 class MessagesRequest(BaseModel):
@@ -107,6 +121,7 @@ class MessagesRequest(BaseModel):
     tools: list[ToolDef] | None = Field(default=None, max_length=512)
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -120,6 +135,7 @@ class CountTokensRequest(BaseModel):
     tools: list[ToolDef] | None = Field(default=None, max_length=512)
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -135,6 +151,15 @@ class UsageOut(BaseModel):
     cache_read_input_tokens: int = 0
 
 
+class ThinkingOut(BaseModel):
+    """The answer's reasoning, sealed by this server (signing.py) so it is trusted when
+    sent back. As a stream block opens, both fields are empty."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str
+
+
 class TextOut(BaseModel):
     type: Literal["text"] = "text"
     text: str
@@ -147,7 +172,7 @@ class ToolUseOut(BaseModel):
     input: dict[str, Any]
 
 
-ContentOut = Annotated[TextOut | ToolUseOut, Field(discriminator="type")]
+ContentOut = Annotated[ThinkingOut | TextOut | ToolUseOut, Field(discriminator="type")]
 
 
 class MessageOut(BaseModel):
@@ -180,12 +205,24 @@ class ToolUseStart(BaseModel):
 class ContentBlockStart(BaseModel):
     type: Literal["content_block_start"] = "content_block_start"
     index: int
-    content_block: TextOut | ToolUseStart
+    content_block: ThinkingOut | TextOut | ToolUseStart
 
 
 class TextDeltaOut(BaseModel):
     type: Literal["text_delta"] = "text_delta"
     text: str
+
+
+class ThinkingDeltaOut(BaseModel):
+    type: Literal["thinking_delta"] = "thinking_delta"
+    thinking: str
+
+
+class SignatureDeltaOut(BaseModel):
+    """Sent once, just before its thinking block's content_block_stop."""
+
+    type: Literal["signature_delta"] = "signature_delta"
+    signature: str
 
 
 class InputJsonDelta(BaseModel):
@@ -196,7 +233,7 @@ class InputJsonDelta(BaseModel):
 class ContentBlockDelta(BaseModel):
     type: Literal["content_block_delta"] = "content_block_delta"
     index: int
-    delta: TextDeltaOut | InputJsonDelta
+    delta: ThinkingDeltaOut | SignatureDeltaOut | TextDeltaOut | InputJsonDelta
 
 
 class ContentBlockStop(BaseModel):

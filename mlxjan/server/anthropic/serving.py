@@ -19,6 +19,7 @@ from mlxjan.server.anthropic.stream import MessageStream
 from mlxjan.server.errors import error_json
 from mlxjan.server.events import KeepAlive, OpenedStream, drain, open_on, with_keepalive
 from mlxjan.server.keep_alive import requested
+from mlxjan.server.signing import Signer
 from mlxjan.settings import Settings
 from mlxjan.types import Finished
 
@@ -27,9 +28,11 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class MessagesServing:
-    def __init__(self, manager: EngineManager, settings: Settings) -> None:
+    def __init__(self, manager: EngineManager, settings: Settings, signer: Signer) -> None:
+        """`signer` seals the thinking blocks sent out and checks those sent back."""
         self._manager = manager
         self._settings = settings
+        self._signer = signer
 
     def _model_id(self, name: str) -> str:
         installed = (m.id for m in self._manager.list_models())
@@ -38,19 +41,21 @@ class MessagesServing:
     async def create(self, body: s.MessagesRequest, keep_alive_header: str | None = None
                      ) -> Response:
         model_id = self._model_id(body.model)
-        request = convert.to_generation_request(body, model_id,
-                                                self._settings.sampling_defaults())
+        request = convert.to_generation_request(
+            body, model_id, self._settings.sampling_defaults(), signer=self._signer,
+            reasoning_budget=self._settings.reasoning_budget)
+        thinking = convert.thinking_output(body.thinking, self._signer, model_id)
         keep_alive = requested(body.keep_alive, keep_alive_header, self._settings)
         opened = await open_on(self._manager, request, keep_alive,
                                self._settings.request_timeout)
         message_id = f"msg_{uuid.uuid4().hex}"
         if body.stream:
             return StreamingResponse(
-                _sse_events(MessageStream(message_id, body.model), opened,
+                _sse_events(MessageStream(message_id, body.model, thinking), opened,
                             self._settings.keepalive_interval),
                 media_type="text/event-stream", headers=SSE_HEADERS)
         deltas, finished = await drain(opened.events)
-        result = convert.message(message_id, body.model, deltas, finished)
+        result = convert.message(message_id, body.model, deltas, finished, thinking)
         return JSONResponse(result.model_dump(mode="json"))
 
     async def count_tokens(self, body: s.CountTokensRequest,
@@ -58,7 +63,9 @@ class MessagesServing:
         model_id = self._model_id(body.model)
         keep_alive = requested(body.keep_alive, keep_alive_header, self._settings)
         async with await self._manager.use(model_id, keep_alive) as engine:
-            count = await engine.count_tokens(convert.to_generation_request(body, model_id))
+            count = await engine.count_tokens(convert.to_generation_request(
+                body, model_id, signer=self._signer,
+                reasoning_budget=self._settings.reasoning_budget))
         return s.CountTokensOut(input_tokens=count)
 
     def models(self, loaded_only: bool = False) -> s.ModelListOut:

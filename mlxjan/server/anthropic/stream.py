@@ -2,8 +2,10 @@
 
 message_start, then for each content block: content_block_start, its deltas,
 content_block_stop (indices in order, one block open at a time), then message_delta with the
-stop reason and cumulative usage, then message_stop. Pure: it returns (event name, payload)
-pairs and leaves the SSE framing to `server/sse.py`.
+stop reason and cumulative usage, then message_stop. A thinking block's deltas are
+thinking_delta, then one signature_delta (the seal of its whole text) right before its stop.
+Pure but for the seal: it returns (event name, payload) pairs and leaves the SSE framing to
+`server/sse.py`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ from __future__ import annotations
 from typing import Literal
 
 from mlxjan.server.anthropic import schemas as s
-from mlxjan.server.anthropic.convert import stop_reason, tool_use_id, usage_out
-from mlxjan.types import Finished, Started, TextDelta, ToolCallDelta
+from mlxjan.server.anthropic.convert import (
+    ThinkingOutput,
+    stop_reason,
+    tool_use_id,
+    usage_out,
+)
+from mlxjan.types import Delta, Finished, ReasoningDelta, Started, ToolCallDelta
 
-BlockType = Literal["text", "tool_use"]
+BlockType = Literal["thinking", "text", "tool_use"]
 StreamEvent = tuple[str, s.StreamEventOut]  # (the SSE event name, its data)
 
 
@@ -23,9 +30,13 @@ def _event(event: s.StreamEventOut) -> StreamEvent:
 
 
 class MessageStream:
-    def __init__(self, message_id: str, model: str) -> None:
+    def __init__(self, message_id: str, model: str,
+                 thinking: ThinkingOutput | None = None) -> None:
+        """`thinking`: how reasoning goes out; None (thinking off) drops it."""
         self._id = message_id
         self._model = model
+        self._thinking = thinking
+        self._reasoning = ""  # the open thinking block's text, sealed as it closes
         self._open: BlockType | None = None
         self._next_index = 0
         self._prompt_tokens = 0
@@ -40,14 +51,27 @@ class MessageStream:
         )
         return [_event(s.MessageStart(message=message))]
 
-    def on_delta(self, delta: TextDelta | ToolCallDelta) -> list[StreamEvent]:
+    def on_delta(self, delta: Delta) -> list[StreamEvent]:
         if isinstance(delta, ToolCallDelta):
             return self._on_tool_call(delta)
+        if isinstance(delta, ReasoningDelta):
+            return self._on_reasoning(delta)
         if not delta.text:
             return []
         events = self._switch_to("text", s.TextOut(text=""))
         events.append(_event(s.ContentBlockDelta(index=self._next_index - 1,
                                                  delta=s.TextDeltaOut(text=delta.text))))
+        return events
+
+    def _on_reasoning(self, delta: ReasoningDelta) -> list[StreamEvent]:
+        if self._thinking is None or not delta.text:
+            return []
+        events = self._switch_to("thinking", s.ThinkingOut(thinking="", signature=""))
+        self._reasoning += delta.text
+        shown = self._thinking.text(delta.text)
+        if shown:
+            events.append(_event(s.ContentBlockDelta(
+                index=self._next_index - 1, delta=s.ThinkingDeltaOut(thinking=shown))))
         return events
 
     def _on_tool_call(self, delta: ToolCallDelta) -> list[StreamEvent]:
@@ -78,7 +102,8 @@ class MessageStream:
     def ping() -> StreamEvent:
         return _event(s.Ping())
 
-    def _switch_to(self, block: BlockType, content_block: s.TextOut | s.ToolUseStart
+    def _switch_to(self, block: BlockType,
+                   content_block: s.ThinkingOut | s.TextOut | s.ToolUseStart
                    ) -> list[StreamEvent]:
         if self._open == block:
             return []
@@ -92,5 +117,13 @@ class MessageStream:
     def _close(self) -> list[StreamEvent]:
         if self._open is None:
             return []
+        index = self._next_index - 1
+        events: list[StreamEvent] = []
+        if self._open == "thinking" and self._thinking is not None:
+            seal = self._thinking.block(self._reasoning).signature
+            events.append(_event(s.ContentBlockDelta(
+                index=index, delta=s.SignatureDeltaOut(signature=seal))))
+            self._reasoning = ""
         self._open = None
-        return [_event(s.ContentBlockStop(index=self._next_index - 1))]
+        events.append(_event(s.ContentBlockStop(index=index)))
+        return events

@@ -285,18 +285,6 @@ def test_empty_error_tool_result_still_reads_as_an_error() -> None:
     assert msgs[0].content.startswith("Error")
 
 
-def test_thinking_blocks_are_dropped() -> None:
-    msgs = converted(
-        {"role": "user", "content": "2+2?"},
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "Simple sum.", "signature": "sig"},
-            {"type": "redacted_thinking", "data": "opaque"},
-            {"type": "text", "text": "4"}]},
-    )
-    assert msgs[-1] == ChatMessage("assistant", "4")
-    assert all("Simple sum." not in m.content and "opaque" not in m.content for m in msgs)
-
-
 def test_assistant_text_blocks_are_joined_without_separator() -> None:
     msgs = converted(
         {"role": "user", "content": "hi"},
