@@ -1,5 +1,5 @@
-"""`mlxjan serve | pull | list | rm | ps | load | unload | convert | service | doctor`: a
-thin CLI."""
+"""`mlxjan serve | pull | create | list | rm | ps | load | unload | convert | service |
+doctor`: a thin CLI."""
 
 from __future__ import annotations
 
@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="pick a catalog model's download for this engine (default: auto)")
     pull.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_store_flags(pull)
+
+    create = sub.add_parser("create", help="make a model from an installed one with another "
+                                           "chat template (weights hard-linked)")
+    create.add_argument("model_id", help="id of the new model")
+    create.add_argument("--from", dest="base", required=True, help="installed model id")
+    create.add_argument("--chat-template", type=Path, required=True,
+                        help="a Jinja chat template file (Hugging Face style)")
+    _add_store_flags(create)
 
     ls = sub.add_parser("list", help="list installed models (or, with --available, the "
                                      "catalog)")
@@ -178,6 +186,20 @@ def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
+    from mlxjan.models.derive import create_variant
+
+    try:
+        template = args.chat_template.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"mlxjan: cannot read {args.chat_template}: {exc.strerror}", file=sys.stderr)
+        return 1
+    manifest = create_variant(ModelStore(settings.data_dir), args.base, args.model_id, template)
+    print(f"{manifest.id}: installed ({args.base}'s weights, chat template from "
+          f"{args.chat_template.name})")
+    return 0
+
+
 def cmd_rm(settings: Settings, model_id: str) -> int:
     if not ModelStore(settings.data_dir).remove(model_id):
         print(f"{model_id}: not installed", file=sys.stderr)
@@ -201,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings)
         if args.command == "pull":
             return cmd_pull(settings, args.source, args.model_id, args.quiet)
+        if args.command == "create":
+            return cmd_create(settings, args)
         if args.command == "list":
             return cmd_list(settings, args.available)
         if args.command == "service":
