@@ -160,6 +160,20 @@ def client(server_url: str) -> Iterator[openai.OpenAI]:
         yield c
 
 
+THINKING_MODEL = "qwen2.5-coder-think"
+
+
+@pytest.fixture(scope="session")
+def thinking_model(default_model_path: Path) -> str:
+    """`mlxjan create`: the default model's weights (hard-linked) under a template that
+    opens a <think> block in the generation prompt, as DeepSeek-R1's do."""
+    template = Path(__file__).parent / "templates" / "qwen2.5-think.jinja"
+    subprocess.run([sys.executable, "-m", "mlxjan", "create", THINKING_MODEL,
+                    "--from", DEFAULT_MODEL, "--chat-template", str(template)],
+                   check=True, env=e2e_env(), capture_output=True)
+    return THINKING_MODEL
+
+
 TINY_MLX_MODEL = "tiny-qwen2-mlx"
 
 

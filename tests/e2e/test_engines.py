@@ -195,6 +195,52 @@ def test_json_schema_response_validates(target: Target) -> None:
     jsonschema.validate(json.loads(result.choices[0].message.content or ""), schema)
 
 
+@pytest.fixture(scope="module")
+def thinking(target: Target, request: pytest.FixtureRequest) -> str:
+    """The target's model under a template that opens a <think> block in the prompt."""
+    if target.engine == "llamacpp":
+        return str(request.getfixturevalue("thinking_model"))
+    from pathlib import Path
+
+    from mlxjan.models.derive import create_variant
+    from mlxjan.models.store import ModelStore
+
+    store = ModelStore(request.getfixturevalue("tiny_mlx_home"))
+    if store.get("tiny-think") is None:
+        template = Path(__file__).parent / "templates" / "qwen2.5-think.jinja"
+        create_variant(store, TINY_MLX_MODEL, "tiny-think", template.read_text())
+    return "tiny-think"
+
+
+def test_json_schema_answer_after_a_budgeted_reasoning(target: Target, thinking: str) -> None:
+    schema = {"type": "object", "required": ["answer"], "additionalProperties": False,
+              "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}}}
+    result = target.client.chat.completions.create(
+        model=thinking, max_tokens=40, messages=[{"role": "user", "content": "Is it 5?"}],
+        response_format={"type": "json_schema", "json_schema": {  # type: ignore[typeddict-item]
+            "name": "reply", "strict": True, "schema": schema}},
+        extra_body={"reasoning_budget": 4}, **GREEDY)  # type: ignore[arg-type]
+    message = result.choices[0].message
+    assert (message.model_extra or {}).get("reasoning_content")
+    jsonschema.validate(json.loads(message.content or ""), schema)
+    usage = result.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == 4  # it never closes alone
+
+
+def test_forced_tool_call_after_a_budgeted_reasoning(target: Target, thinking: str) -> None:
+    result = target.client.chat.completions.create(
+        model=thinking, tools=[CITY_TOOL], tool_choice="required", max_tokens=60,  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],  # type: ignore[arg-type]
+        extra_body={"reasoning_budget": 4}, **GREEDY)
+    choice = result.choices[0]
+    assert (choice.message.model_extra or {}).get("reasoning_content")
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert isinstance(json.loads(call.function.arguments)["city"], str)  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True)
 class Step:
     """One generated token, its log-probability and the best alternative's."""
