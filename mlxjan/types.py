@@ -114,6 +114,11 @@ class ReasoningOptions:
     # and the model goes on to answer. None: no limit but max_tokens.
     budget_tokens: int | None = None
 
+    @property
+    def off(self) -> bool:
+        """Whether the request turns reasoning off (`enabled` false, or effort "none")."""
+        return self.enabled is False or self.effort == "none"
+
 
 @dataclass(frozen=True)
 class GenerationRequest:

@@ -60,3 +60,11 @@ def apply_tool_choice(tools: tuple[ToolSpec, ...], choice: ToolChoice,
         raise InvalidRequestError(f"{param} names '{name}', which is not among the tools.",
                                   param=param)
     return tools, ForcedToolCall(name)
+
+
+def check_reasoning_room(budget: int | None, max_tokens: int | None, *, param: str) -> None:
+    """A reasoning budget must leave room to answer within max_tokens (both APIs)."""
+    if budget is not None and max_tokens is not None and budget >= max_tokens:
+        raise InvalidRequestError(
+            f"{param} ({budget}) leaves no room to answer within max_tokens ({max_tokens}): "
+            "make it smaller than max_tokens.", param=param)

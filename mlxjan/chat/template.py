@@ -101,7 +101,7 @@ def template_variables(request: GenerationRequest) -> dict[str, TemplateValue]:
     out: dict[str, TemplateValue] = {}
     options: ReasoningOptions = request.reasoning
     if options.enabled is not None or options.effort is not None:
-        out["enable_thinking"] = options.enabled is not False and options.effort != "none"
+        out["enable_thinking"] = not options.off
     if options.effort in _EFFORT_LEVELS:
         out["reasoning_effort"] = _EFFORT_LEVELS[options.effort]
     out.update(request.template_kwargs)

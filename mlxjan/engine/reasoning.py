@@ -18,7 +18,7 @@ from mlxjan.types import GenerationRequest, ReasoningOptions
 
 def budget(options: ReasoningOptions) -> int | None:
     """Reasoning tokens the request allows: 0 when it turns reasoning off."""
-    if options.enabled is False or options.effort == "none":
+    if options.off:
         return 0
     return options.budget_tokens
 

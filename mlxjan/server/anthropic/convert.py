@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from mlxjan.chat.constraints import apply_tool_choice
+from mlxjan.chat.constraints import apply_tool_choice, check_reasoning_room
 from mlxjan.chat.tool_stream import assemble_calls
 from mlxjan.errors import InvalidRequestError, ModelNotFoundError
 from mlxjan.server.anthropic import schemas as s
@@ -93,10 +93,7 @@ def reasoning_options(thinking: s.ThinkingConfig | None, output: s.OutputConfig 
     budget = thinking.budget_tokens if thinking.type == "enabled" else None
     if budget is None:
         return ReasoningOptions(enabled=True, effort=effort, budget_tokens=server_budget)
-    if max_tokens is not None and budget >= max_tokens:
-        raise InvalidRequestError(
-            f"thinking.budget_tokens ({budget}) must be less than max_tokens ({max_tokens}): "
-            "the answer needs room after the thinking.", param="thinking.budget_tokens")
+    check_reasoning_room(budget, max_tokens, param="thinking.budget_tokens")
     return ReasoningOptions(enabled=True, effort=effort, budget_tokens=budget)
 
 

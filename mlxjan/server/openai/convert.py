@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from mlxjan.chat.constraints import apply_tool_choice
+from mlxjan.chat.constraints import apply_tool_choice, check_reasoning_room
 from mlxjan.chat.tool_stream import assemble_calls
 from mlxjan.errors import InvalidRequestError
 from mlxjan.server.openai import schemas as s
@@ -73,12 +73,7 @@ def _reasoning(req: s.ChatCompletionRequest, sampling: SamplingParams,
         effort = req.think
     enabled = req.think if isinstance(req.think, bool) else None
     budget = req.reasoning_budget if req.reasoning_budget is not None else default_budget
-    if (req.reasoning_budget is not None and sampling.max_tokens is not None
-            and req.reasoning_budget >= sampling.max_tokens):
-        raise InvalidRequestError(
-            f"reasoning_budget ({req.reasoning_budget}) leaves no room to answer within "
-            f"max_tokens ({sampling.max_tokens}): make it smaller than max_tokens.",
-            param="reasoning_budget")
+    check_reasoning_room(req.reasoning_budget, sampling.max_tokens, param="reasoning_budget")
     return ReasoningOptions(enabled=enabled, effort=effort, budget_tokens=budget)
 
 

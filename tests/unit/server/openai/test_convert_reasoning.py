@@ -7,23 +7,14 @@ from typing import Any
 import pytest
 
 from mlxjan.errors import InvalidRequestError
-from mlxjan.server.openai import schemas as s
 from mlxjan.server.openai.convert import (
-    CompletionIds,
     completion,
     delta_chunk,
     to_generation_request,
     usage_chunk,
 )
 from mlxjan.types import Finished, ReasoningDelta, ReasoningOptions, TextDelta, Usage
-
-IDS = CompletionIds(id="chatcmpl-abc", created=1_700_000_000, model="tiny")
-
-
-def request(**fields: Any) -> s.ChatCompletionRequest:
-    body: dict[str, Any] = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
-    body.update(fields)
-    return s.ChatCompletionRequest.model_validate(body)
+from tests.unit.server.openai.test_convert import IDS, request
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
