@@ -119,6 +119,15 @@ class EngineError(MlxjanError):
     anthropic_type = "api_error"
 
 
+class ResponseStoreError(MlxjanError):
+    """The stored responses database could not be read or written (disk full, locked)."""
+
+    status = 500
+    openai_type = "server_error"
+    code = "response_store_error"
+    anthropic_type = "api_error"
+
+
 class ModelStoreError(MlxjanError):
     """Fetching, verifying or installing a model failed (CLI side)."""
 

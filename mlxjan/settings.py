@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     # Reasoning tokens an answer may spend before the server closes its reasoning, for
     # requests that set no budget of their own (None: only max_tokens bounds it).
     reasoning_budget: int | None = Field(default=None, ge=0)
+    # Responses API answers kept (`store: true`) for `previous_response_id` and
+    # GET /v1/responses/{id}, in `<data dir>/responses.sqlite3`: past this many bytes the
+    # oldest go first (0 stores nothing), and none older than this many days (OpenAI: 30).
+    responses_store_bytes: int = Field(default=256 * 1024**2, ge=0)
+    responses_store_days: float = Field(default=30.0, gt=0)
     # Which field of an OpenAI chat message carries the reasoning: `reasoning_content`
     # (llama.cpp, DeepSeek, LM Studio), `reasoning` (Ollama, mlx-lm, newer vLLM), or both.
     reasoning_field: Literal["reasoning_content", "reasoning", "both"] = "both"
@@ -188,6 +193,11 @@ class Settings(BaseSettings):
     def self_checks_dir(self) -> Path:
         """Remembered load-time self-checks (which kernel paths are right on this CPU)."""
         return self.data_dir / "self-checks"
+
+    @property
+    def responses_db(self) -> Path:
+        """Stored Responses API answers (SQLite)."""
+        return self.data_dir / "responses.sqlite3"
 
     @property
     def cache_dir(self) -> Path:

@@ -20,6 +20,9 @@ from mlxjan.server.errors import install_error_handlers
 from mlxjan.server.models_api import router as models_router
 from mlxjan.server.openai.routes import router as openai_router
 from mlxjan.server.openai.serving import ChatServing
+from mlxjan.server.responses.routes import router as responses_router
+from mlxjan.server.responses.serving import ResponsesServing
+from mlxjan.server.responses.store import ResponseStore
 from mlxjan.server.security import LOOPBACK_ORIGIN_REGEX, SecurityMiddleware
 from mlxjan.server.signing import Signer
 from mlxjan.settings import Settings
@@ -37,21 +40,25 @@ class Health(BaseModel):
 
 def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> FastAPI:
     manager = EngineManager(settings, ModelStore(settings.data_dir), engines)
+    # Seals reasoning sent to clients; its key file is read or made on first use.
+    signer = Signer.for_data_dir(settings.data_dir)
+    responses = ResponsesServing(manager, settings, signer, ResponseStore.for_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await responses.aclose()
             await manager.aclose()
 
     app = FastAPI(title="mlxjan", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.manager = manager
     app.state.chat_serving = ChatServing(manager, settings)
-    # Seals reasoning sent to clients; its key file is read or made on first use.
-    app.state.signer = signer = Signer.for_data_dir(settings.data_dir)
+    app.state.signer = signer
     app.state.messages_serving = MessagesServing(manager, settings, signer)
+    app.state.responses_serving = responses
     install_error_handlers(app, settings.api_prefix)
 
     @app.get("/health", tags=["server"], response_model=Health)
@@ -62,11 +69,12 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     app.include_router(models_router, prefix=settings.api_prefix)
     app.include_router(openai_router, prefix=settings.api_prefix)
     app.include_router(anthropic_router, prefix=settings.api_prefix)
+    app.include_router(responses_router, prefix=settings.api_prefix)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_origin_regex=LOOPBACK_ORIGIN_REGEX,
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=CLIENT_HEADERS,
     )
     app.add_middleware(SecurityMiddleware, settings=settings)

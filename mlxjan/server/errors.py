@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from mlxjan.errors import InvalidRequestError, MlxjanError, NotFoundError
 
@@ -56,14 +57,38 @@ def error_json(err: MlxjanError, protocol: Protocol) -> str:
 
 
 def validation_error(exc: RequestValidationError) -> InvalidRequestError:
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    errors = exc.errors()
+    first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return InvalidRequestError("The request body is not valid JSON: "
                                    f"{first.get('ctx', {}).get('error', 'parse error')}")
-    param = ".".join(loc) or None
-    message = str(first.get("msg", "invalid request"))
+    # Of a union's errors (one per member), the one reaching deepest into the body.
+    located = [(_param_path(error.get("loc", ()), exc.body), error) for error in errors]
+    path, chosen = max(located, key=lambda pair: len(pair[0]), default=([], first))
+    param = ".".join(path) or None
+    message = str(chosen.get("msg", "invalid request"))
     return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
+
+
+def _param_path(loc: Sequence[object], body: object) -> list[str]:
+    """The location as a path into the request body. pydantic puts a union member's name
+    or tag in the location ('str', 'list[...]', 'message'); the body tells those apart from
+    the fields and indices: a part that does not lead into it is left out, but for a field
+    missing from the object the location ends in."""
+    parts = [part for part in loc if part != "body"]
+    if body is None:  # nothing to walk: keep the location as it is
+        return [str(part) for part in parts]
+    path: list[str] = []
+    node = body
+    for position, part in enumerate(parts):
+        inside = (isinstance(node, dict) and isinstance(part, str) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
+        if inside:
+            node = node[part]  # type: ignore[index]
+        elif not (position == len(parts) - 1 and isinstance(node, dict)):
+            continue
+        path.append(str(part))
+    return path
 
 
 def http_error(exc: StarletteHTTPException) -> MlxjanError:
@@ -75,6 +100,17 @@ def http_error(exc: StarletteHTTPException) -> MlxjanError:
         if exc.status_code == 404:
             err.anthropic_type = "not_found_error"
     return err
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route takes at this path: Starlette's 405 names only those of the
+    first route matching it (`/responses/{id}` has a GET route and a DELETE route)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.PARTIAL and isinstance(route, BaseRoute):
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI, api_prefix: str) -> None:
@@ -93,6 +129,8 @@ def install_error_handlers(app: FastAPI, api_prefix: str) -> None:
         assert isinstance(exc, StarletteHTTPException)
         response = render(request, http_error(exc))
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request))
         return response
 
     app.add_exception_handler(MlxjanError, on_mlxjan_error)

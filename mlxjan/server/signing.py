@@ -1,5 +1,6 @@
 """Seals for reasoning text this server produced, so it can trust it when a client sends it
-back (Anthropic `thinking` signatures; the Responses API's reasoning items later).
+back: Anthropic `thinking` signatures, and the Responses API's `encrypted_content` (the text
+itself, encrypted with AES-GCM, so a client that keeps no state can hand it back).
 
 A seal is an HMAC-SHA256 over the text, bound to a context string (the local model id), under
 one server secret kept in `<data dir>/secrets/reasoning.key` so seals survive restarts.
@@ -20,12 +21,17 @@ import tempfile
 import threading
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 VERSION = b"\x01"  # the first byte of every seal: its format
 SEAL_BYTES = len(VERSION) + hashlib.sha256().digest_size
 DOMAIN = b"mlxjan reasoning seal v1\x00"
+CIPHER_DOMAIN = b"mlxjan reasoning cipher v1\x00"  # the encryption key is derived apart
+NONCE_BYTES = 12
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -67,6 +73,31 @@ class Signer:
         if len(raw) != SEAL_BYTES or raw[:1] != VERSION:
             return False
         return hmac.compare_digest(raw[1:], self._mac(text, context))
+
+    def encrypt(self, text: str, *, context: str = "") -> str:
+        """`text` encrypted and bound to `context`, as base64 text only this server (with
+        this key) can read back."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._cipher().encrypt(nonce, text.encode(), context.encode())
+        return base64.b64encode(VERSION + nonce + sealed).decode("ascii")
+
+    def decrypt(self, token: str, *, context: str = "") -> str | None:
+        """The text `encrypt` sealed in `context`; None for anything else (another key,
+        another context, a changed or malformed token)."""
+        try:
+            raw = base64.b64decode(token.encode("ascii"), validate=True)
+        except (UnicodeEncodeError, binascii.Error):
+            return None
+        if len(raw) <= len(VERSION) + NONCE_BYTES or raw[:1] != VERSION:
+            return None
+        nonce, sealed = raw[1:1 + NONCE_BYTES], raw[1 + NONCE_BYTES:]
+        try:
+            return self._cipher().decrypt(nonce, sealed, context.encode()).decode()
+        except (InvalidTag, UnicodeDecodeError):
+            return None
+
+    def _cipher(self) -> AESGCM:
+        return AESGCM(hmac.new(self._secret(), CIPHER_DOMAIN, hashlib.sha256).digest())
 
     def _mac(self, text: str, context: str) -> bytes:
         scope = context.encode()

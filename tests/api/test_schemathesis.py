@@ -6,6 +6,9 @@ may be a 5xx or break the documented schema. Runs on the fake engine, in process
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import schemathesis
@@ -20,9 +23,17 @@ from mlxjan.testing.fake_engine import FakeEngine
 EXAMPLES_PER_OPERATION = 40
 
 
+def _data_dir() -> Path:
+    """A data dir of its own (stored responses and the reasoning key are written there),
+    removed when the run ends: the schema is read at collection, before any fixture."""
+    path = Path(tempfile.mkdtemp(prefix="mlxjan-schemathesis-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def _app() -> object:
     engines: dict[str, Engine] = {"fake-model": FakeEngine("fake-model", context_length=512)}
-    config = Settings(data_dir=Path("/nonexistent-mlxjan-test"), trusted_hosts=["testserver"],
+    config = Settings(data_dir=_data_dir(), trusted_hosts=["testserver"],
                       default_model="fake-model", request_timeout=10)
     return create_app(config, engines=engines)
 
