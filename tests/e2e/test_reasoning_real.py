@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -167,3 +168,32 @@ def test_anthropic_stream_rebuilds_the_thinking_block(claude: anthropic.Anthropi
     text = "".join(b.text for b in final.content if b.type == "text")
     assert text.strip()
     assert_clean(text)
+
+
+def test_responses_reasoning_item_and_its_encrypted_round_trip(oai: openai.OpenAI) -> None:
+    """Codex's way: store false, the reasoning sealed into encrypted_content, sent back
+    with the history next turn, where the template shows it to the model again."""
+    first = oai.responses.create(model=THINKING_MODEL, input=ASK[0]["content"], store=False,
+                                 include=["reasoning.encrypted_content"],
+                                 reasoning={"summary": "auto"}, max_output_tokens=80)
+    reasoning, message = first.output[0], first.output[-1]
+    assert reasoning.type == "reasoning" and message.type == "message", first.output
+    assert reasoning.content and reasoning.content[0].text.strip()
+    assert reasoning.summary[0].text == reasoning.content[0].text
+    assert reasoning.encrypted_content
+    assert first.usage is not None
+    assert 0 < first.usage.output_tokens_details.reasoning_tokens <= SERVER_BUDGET
+    assert_clean(first.output_text)
+    sealed_only = {"type": "reasoning", "id": reasoning.id, "summary": [],
+                   "encrypted_content": reasoning.encrypted_content}
+
+    def prompt_tokens(with_reasoning: bool) -> int:
+        history: list[Any] = [{"role": "user", "content": ASK[0]["content"]},
+                              *([sealed_only] if with_reasoning else []),
+                              {"role": "assistant", "content": first.output_text},
+                              {"role": "user", "content": "Thanks."}]
+        counted = oai.post("/responses/input_tokens", cast_to=dict,
+                           body={"model": THINKING_MODEL, "input": history})
+        return int(counted["input_tokens"])
+
+    assert prompt_tokens(True) > prompt_tokens(False) + 5

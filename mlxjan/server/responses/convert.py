@@ -90,7 +90,8 @@ def _tools(declared: Sequence[s.Tool], choice: s.ToolChoice | None
         if isinstance(tool, s.FunctionTool):
             tools.append(ToolSpec(tool.name, tool.description, tool.parameters or {}))
         else:
-            log.info("tool type '%s' runs on OpenAI's servers only: left out of the prompt",
+            log.info("tool type '%s' is not a function tool this server can offer: left out of "
+                     "the prompt",
                      tool.type)
     if isinstance(choice, s.FunctionChoice):
         return apply_tool_choice(tuple(tools), "required", choice.name)

@@ -82,7 +82,8 @@ class ResponseStream:
             events = self._close() if delta.id is not None else []
             if delta.id is not None:
                 events += self._begin("function_call", delta.id, delta.name or "")
-            if delta.arguments and self._open is not None:
+            if delta.arguments and self._open is not None \
+                    and self._open.kind == "function_call":
                 self._open.text += delta.arguments
                 events.append(self._numbered(s.ArgumentsDeltaEvent(
                     item_id=self._open.id, output_index=self._open.index,
@@ -99,19 +100,20 @@ class ResponseStream:
         cut = finished.reason == "length"
         events = self._close("incomplete" if cut else "completed")
         self.response.usage = usage_out(finished.usage)
-        self.response.completed_at = int(time.time())
         if cut:
             self.response.status = "incomplete"
             self.response.incomplete_details = s.IncompleteDetails(reason="max_output_tokens")
             return [*events, self._lifecycle("response.incomplete")]
         self.response.status = "completed"
+        self.response.completed_at = int(time.time())
         return [*events, self._lifecycle("response.completed")]
 
     def fail(self, err: MlxjanError) -> list[s.StreamEvent]:
         """The 200 has been sent: the error ends the stream as response.failed."""
+        events = self._close("incomplete")  # what was written stays, marked incomplete
         self.response.status = "failed"
         self.response.error = s.ErrorOut(code=error_code(err), message=err.message)
-        return [self._lifecycle("response.failed")]
+        return [*events, self._lifecycle("response.failed")]
 
     def cancel(self) -> None:
         self.response.status = "cancelled"

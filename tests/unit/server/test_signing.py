@@ -187,3 +187,44 @@ def test_a_signer_needs_exactly_one_key_source(tmp_path: Path) -> None:
         Signer(tmp_path / "k", key=bytes(KEY_BYTES))
     with pytest.raises(ValueError):
         Signer(key=b"short")
+
+
+def test_encrypt_round_trip() -> None:
+    key = os.urandom(KEY_BYTES)
+    signer = Signer(key=key)
+    for text in (TEXT, "", "ünïcødé 🙂\n\n", "x" * 100_000):
+        token = signer.encrypt(text, context="qwen")
+        assert signer.decrypt(token, context="qwen") == text
+        assert base64.b64decode(token, validate=True)
+    token = signer.encrypt(TEXT, context="qwen")
+    assert token != signer.encrypt(TEXT, context="qwen")  # a fresh nonce each time
+    assert TEXT not in token
+    assert TEXT.encode() not in base64.b64decode(token)
+    # Another process with the same key reads it back.
+    assert Signer(key=key).decrypt(token, context="qwen") == TEXT
+
+
+def test_decrypt_refuses_what_this_server_did_not_seal_here(tmp_path: Path) -> None:
+    signer = Signer(key=os.urandom(KEY_BYTES))
+    token = signer.encrypt(TEXT, context="qwen")
+    assert signer.decrypt(token, context="qwen") == TEXT
+    assert signer.decrypt(token, context="llama") is None
+    assert signer.decrypt(token) is None
+    assert Signer(key=os.urandom(KEY_BYTES)).decrypt(token, context="qwen") is None
+    raw = base64.b64decode(token)
+    for position in (0, 1, 13, len(raw) - 1):  # version, nonce, text, tag
+        changed = bytearray(raw)
+        changed[position] ^= 1
+        assert signer.decrypt(base64.b64encode(bytes(changed)).decode(), context="qwen") is None
+    assert signer.decrypt(base64.b64encode(raw[:-1]).decode(), context="qwen") is None
+    # A signature is no token, and a token is no signature.
+    assert signer.decrypt(signer.sign(TEXT, context="qwen"), context="qwen") is None
+    assert not signer.verify(TEXT, token, context="qwen")
+    for malformed in ("", "not base64!", "ÄÖÜ", token[:-2] + "!!", "AAAA",
+                      base64.b64encode(b"\x01" + bytes(12)).decode()):
+        assert signer.decrypt(malformed, context="qwen") is None
+    # Malformed tokens are refused before the key is read.
+    lazy = Signer.for_data_dir(tmp_path)
+    assert lazy.decrypt("not base64!") is None
+    assert lazy.decrypt(base64.b64encode(b"\x02" + bytes(40)).decode()) is None
+    assert not (tmp_path / "secrets").exists()
