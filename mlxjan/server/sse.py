@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 DONE = "data: [DONE]\n\n"
+# For every event stream: no caching, and no buffering by a proxy (nginx) on the way.
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def data(payload: BaseModel | str) -> str:

@@ -24,7 +24,6 @@ from mlxjan.settings import Settings
 from mlxjan.types import Finished
 
 log = logging.getLogger(__name__)
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class MessagesServing:
@@ -53,7 +52,7 @@ class MessagesServing:
             return StreamingResponse(
                 _sse_events(MessageStream(message_id, body.model, thinking), opened,
                             self._settings.keepalive_interval),
-                media_type="text/event-stream", headers=SSE_HEADERS)
+                media_type="text/event-stream", headers=sse.HEADERS)
         deltas, finished = await drain(opened.events)
         result = convert.message(message_id, body.model, deltas, finished, thinking)
         return JSONResponse(result.model_dump(mode="json"))

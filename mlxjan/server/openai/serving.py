@@ -22,7 +22,6 @@ from mlxjan.settings import Settings
 from mlxjan.types import Finished, ModelInfo
 
 log = logging.getLogger(__name__)
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ChatServing:
@@ -44,7 +43,7 @@ class ChatServing:
             return StreamingResponse(
                 _sse_chunks(ids, opened, include_usage, body.logprobs,
                             self._settings.keepalive_interval, self._settings.reasoning_field),
-                media_type="text/event-stream", headers=SSE_HEADERS)
+                media_type="text/event-stream", headers=sse.HEADERS)
         deltas, finished = await drain(opened.events)
         result = convert.completion(ids, deltas, finished, body.logprobs,
                                     self._settings.reasoning_field)

@@ -205,9 +205,11 @@ Include = Literal["reasoning.encrypted_content", "message.output_text.logprobs",
                   "message.input_image.image_url", "web_search_call.results"]
 
 
-class ResponsesRequest(BaseModel):
-    model_config = _LENIENT
+class InputTokensRequest(BaseModel):
+    """What puts a prompt before the model: `POST /v1/responses/input_tokens` counts it,
+    and a create request (below) adds what to do with it."""
 
+    model_config = _LENIENT
     model: str = Field(min_length=1, max_length=256)
     keep_alive: KeepAliveField = None
     input: str | list[InputItem] = Field(default="")
@@ -218,6 +220,9 @@ class ResponsesRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     reasoning: ReasoningConfig | None = None
+
+
+class ResponsesRequest(InputTokensRequest):
     max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -234,22 +239,6 @@ class ResponsesRequest(BaseModel):
     stream: bool = False
     background: bool = False
     user: str | None = None
-
-
-class InputTokensRequest(BaseModel):
-    """`POST /v1/responses/input_tokens`: what a create request would put in the prompt."""
-
-    model_config = _LENIENT
-    model: str = Field(min_length=1, max_length=256)
-    keep_alive: KeepAliveField = None
-    input: str | list[InputItem] = Field(default="")
-    instructions: str | None = None
-    previous_response_id: str | None = Field(default=None, max_length=128)
-    tools: list[Tool] | None = Field(default=None, max_length=512)
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    text: TextConfig | None = None
-    reasoning: ReasoningConfig | None = None
 
 
 # --- output items ----------------------------------------------------------------------------

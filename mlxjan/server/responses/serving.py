@@ -37,7 +37,6 @@ from mlxjan.settings import Settings
 from mlxjan.types import Finished, GenerationRequest
 
 log = logging.getLogger(__name__)
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 ITEMS = TypeAdapter(list[s.InputItem])
 ENCRYPTED = "reasoning.encrypted_content"
 T = TypeVar("T")
@@ -81,7 +80,7 @@ class ResponsesServing:
         opened = await self._open(planned, body.truncation)
         if body.stream:
             return StreamingResponse(self._sse(planned, opened), media_type="text/event-stream",
-                                     headers=SSE_HEADERS)
+                                     headers=sse.HEADERS)
         await self._drain(planned.machine, opened)
         await self._save(planned)
         return _json(planned.machine.response)
@@ -282,7 +281,7 @@ def _unknown(response_id: str) -> NotFoundError:
     return NotFoundError(f"No stored response with id '{response_id}'.", param="response_id")
 
 
-def _prompt(body: s.ResponsesRequest | s.InputTokensRequest, items: Sequence[s.InputItem]
+def _prompt(body: s.InputTokensRequest, items: Sequence[s.InputItem]
             ) -> convert.Prompt:
     return convert.Prompt(instructions=body.instructions, items=items, tools=body.tools or [],
                           tool_choice=body.tool_choice,
