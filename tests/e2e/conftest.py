@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -51,6 +52,20 @@ def pull(model_id: str) -> Path:
     manifest = store.get(model_id)
     assert manifest is not None
     return store.weights_path(manifest)
+
+
+def npm_binary(package: str, name: str) -> Path:
+    """A pinned npm package's binary, installed once into a cache folder kept between
+    runs (Claude Code, Codex)."""
+    npm = shutil.which("npm")
+    assert npm is not None, f"npm is needed to install {package} for this test"
+    prefix = Path.home() / ".cache" / "mlxjan-tests" / package.replace("/", "_")
+    binary = prefix / "node_modules" / ".bin" / name
+    if not binary.exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                        package], check=True, capture_output=True, timeout=600)
+    return binary
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import serve_process
+from tests.e2e.conftest import npm_binary, serve_process
 
 pytestmark = pytest.mark.e2e
 CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.328"
@@ -21,16 +20,8 @@ CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.328"
 
 @pytest.fixture(scope="session")
 def claude_bin() -> Path:
-    """Install the pinned Claude Code once into a cache folder kept between runs."""
-    npm = shutil.which("npm")
-    assert npm is not None, "npm is needed to install Claude Code for this test"
-    prefix = Path.home() / ".cache" / "mlxjan-tests" / CLAUDE_CODE.replace("/", "_")
-    binary = prefix / "node_modules" / ".bin" / "claude"
-    if not binary.exists():
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                        CLAUDE_CODE], check=True, capture_output=True, timeout=600)
-    return binary
+    """The pinned Claude Code, installed once."""
+    return npm_binary(CLAUDE_CODE, "claude")
 
 
 def _claude_env(home: Path, server_url: str) -> dict[str, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ServerProcess, serve_process
+from tests.e2e.conftest import ServerProcess, npm_binary, serve_process
 
 pytestmark = pytest.mark.e2e
 CODEX = "@openai/codex@0.169.0"
@@ -30,16 +29,8 @@ CODEX = "@openai/codex@0.169.0"
 
 @pytest.fixture(scope="session")
 def codex_bin() -> Path:
-    """Install the pinned Codex once into a cache folder kept between runs."""
-    npm = shutil.which("npm")
-    assert npm is not None, "npm is needed to install Codex for this test"
-    prefix = Path.home() / ".cache" / "mlxjan-tests" / CODEX.replace("/", "_")
-    binary = prefix / "node_modules" / ".bin" / "codex"
-    if not binary.exists():
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                        CODEX], check=True, capture_output=True, timeout=600)
-    return binary
+    """The pinned Codex, installed once."""
+    return npm_binary(CODEX, "codex")
 
 
 @pytest.fixture(scope="module")

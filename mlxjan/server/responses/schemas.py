@@ -367,6 +367,21 @@ class _Event(BaseModel):
     sequence_number: int = 0
 
 
+class _ItemEvent(_Event):
+    """An event about one output item."""
+
+    item_id: str
+    output_index: int
+
+
+class _ContentEvent(_ItemEvent):
+    content_index: int
+
+
+class _SummaryEvent(_ItemEvent):
+    summary_index: int
+
+
 class ResponseLifecycleEvent(_Event):
     type: Literal["response.created", "response.in_progress", "response.queued",
                   "response.completed", "response.incomplete", "response.failed"]
@@ -379,88 +394,60 @@ class OutputItemEvent(_Event):
     item: OutputItem
 
 
-class ContentPartEvent(_Event):
+class ContentPartEvent(_ContentEvent):
     type: Literal["response.content_part.added", "response.content_part.done"]
-    item_id: str
-    output_index: int
-    content_index: int
     part: OutputTextOut | ReasoningText
 
 
-class TextDeltaEvent(_Event):
+class TextDeltaEvent(_ContentEvent):
     type: Literal["response.output_text.delta"] = "response.output_text.delta"
-    item_id: str
-    output_index: int
-    content_index: int
     delta: str
     logprobs: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class TextDoneEvent(_Event):
+class TextDoneEvent(_ContentEvent):
     type: Literal["response.output_text.done"] = "response.output_text.done"
-    item_id: str
-    output_index: int
-    content_index: int
     text: str
     logprobs: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class ReasoningTextDeltaEvent(_Event):
+class ReasoningTextDeltaEvent(_ContentEvent):
     type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
-    item_id: str
-    output_index: int
-    content_index: int
     delta: str
 
 
-class ReasoningTextDoneEvent(_Event):
+class ReasoningTextDoneEvent(_ContentEvent):
     type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
-    item_id: str
-    output_index: int
-    content_index: int
     text: str
 
 
-class SummaryPartEvent(_Event):
+class SummaryPartEvent(_SummaryEvent):
     type: Literal["response.reasoning_summary_part.added",
                   "response.reasoning_summary_part.done"]
-    item_id: str
-    output_index: int
-    summary_index: int
     part: SummaryText
 
 
-class SummaryTextDeltaEvent(_Event):
+class SummaryTextDeltaEvent(_SummaryEvent):
     type: Literal["response.reasoning_summary_text.delta"] = (
         "response.reasoning_summary_text.delta")
-    item_id: str
-    output_index: int
-    summary_index: int
     delta: str
 
 
-class SummaryTextDoneEvent(_Event):
+class SummaryTextDoneEvent(_SummaryEvent):
     type: Literal["response.reasoning_summary_text.done"] = (
         "response.reasoning_summary_text.done")
-    item_id: str
-    output_index: int
-    summary_index: int
     text: str
 
 
-class ArgumentsDeltaEvent(_Event):
+class ArgumentsDeltaEvent(_ItemEvent):
     type: Literal["response.function_call_arguments.delta"] = (
         "response.function_call_arguments.delta")
-    item_id: str
-    output_index: int
     delta: str
 
 
-class ArgumentsDoneEvent(_Event):
+class ArgumentsDoneEvent(_ItemEvent):
     type: Literal["response.function_call_arguments.done"] = (
         "response.function_call_arguments.done")
-    item_id: str
-    output_index: int
     name: str
     arguments: str
 
