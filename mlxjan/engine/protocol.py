@@ -150,7 +150,7 @@ class Counted:
 
 @dataclass(frozen=True)
 class HealthReport:
-    """The engine's own record (batch, prompt cache), sent whenever a request ends."""
+    """The engine's own record (batch, prompt cache), sent when it changes."""
 
     health: EngineStatus
 

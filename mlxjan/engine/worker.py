@@ -23,7 +23,7 @@ from collections.abc import Coroutine, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mlxjan.engine.base import Engine
+from mlxjan.engine.base import Engine, EngineStatus
 from mlxjan.engine.protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -49,6 +49,7 @@ from mlxjan.types import GenerationRequest
 
 log = logging.getLogger("mlxjan.engine.worker")  # not __name__: it runs as __main__
 # Before its connection serves (and after it closes), a worker logs to stderr.
+HEALTH_INTERVAL_S = 0.25  # how often the engine's record is looked at for changes
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s"
 
 
@@ -113,6 +114,22 @@ class Served:
         self._out = out
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
+        self._reported: EngineStatus | None = None
+
+    def report_health(self) -> None:
+        """Send the engine's record if it changed since the last one sent."""
+        health = self._engine.health()
+        if health != self._reported:
+            self._reported = health
+            self._out.send(HealthReport(health))
+
+    async def report_changes(self) -> None:
+        """The engine's record as it changes: an answer cancelled by its client leaves the
+        batch at its next step, after its stream has ended, and the status must show that
+        too (a stop button waits on it)."""
+        while not self.stopping.is_set():
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            self.report_health()
 
     def handle(self, message: ToWorker) -> None:
         if isinstance(message, Generate):
@@ -139,7 +156,7 @@ class Served:
         except Exception as exc:
             self._out.send(Failed(request_id, WireError.of(_typed(exc))))
         finally:
-            self._out.send(HealthReport(self._engine.health()))
+            self.report_health()
 
     async def _count(self, request_id: int, request: GenerationRequest) -> None:
         try:
@@ -202,7 +219,9 @@ async def serve(conn: Connection, spec: EngineSpec) -> int:
         return 1
     log.info("%s loaded (%s engine)", spec.manifest.id, spec.kind)
     out.send(Ready(os.getpid(), engine.health()))
+    reporting = asyncio.ensure_future(served.report_changes())
     await served.stopping.wait()
+    reporting.cancel()
     await engine.aclose()
     out.flush()
     return 0

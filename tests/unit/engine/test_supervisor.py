@@ -150,6 +150,24 @@ def test_a_client_that_leaves_stops_the_answer_in_the_worker() -> None:
     _run(WorkerEngine(_spec(token_delay=0.02)), test)
 
 
+def test_the_engines_record_is_reported_while_an_answer_runs() -> None:
+    async def test(engine: WorkerEngine) -> None:
+        stream = engine.stream(_ask(" ".join(["word"] * 200)))  # 4 s of tokens
+        for _ in range(10):
+            await anext(stream)
+        # What the worker reports as it changes, not only when a stream ends: a status
+        # page sees an answer advance (and a cancelled one leave the batch) within a second.
+        deadline = asyncio.get_running_loop().time() + 1.0
+        while not engine.health().tokens_generated:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        produced = engine.health().tokens_generated
+        assert produced is not None and produced < 200
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    _run(WorkerEngine(_spec(token_delay=0.02)), test)
+
+
 def test_unload_ends_the_worker_process_and_a_request_starts_a_new_one() -> None:
     async def test(engine: WorkerEngine) -> None:
         await engine.load()
