@@ -238,9 +238,12 @@ class Batch:
                       key=lambda s: s.used)
         decoding = sorted((slot for slot in busy if not _prefilling(slot)),
                           key=lambda s: s.advanced)
-        # One token each, or the sampled token and a forced end of reasoning after it.
-        group = [(slot, len(_pending(slot)), True)
-                 for slot in decoding[:self.pace.group(len(decoding))]]
+        # One token each, or the sampled token and a forced end of reasoning after it; in
+        # ascending sequence order: llama.cpp (with a KV stream per sequence) cuts a batch
+        # into one compute per ascending run of sequence ids, so 1,0,2,3 costs two steps
+        # and 3,2,1,0 four (measured here: 4 answers 106 and 166 ms a step against 66).
+        turn = decoding[:self.pace.group(len(decoding))]
+        group = [(slot, len(_pending(slot)), True) for slot in sorted(turn, key=lambda s: s.seq)]
         calls = [group] if group else []
         limit = CHUNK if decoding else LONE_PROMPT_BATCH
         prompt_tokens = 0
