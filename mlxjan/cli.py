@@ -26,6 +26,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     }
     if getattr(args, "model", None):
         flags["default_model"] = args.model
+    if getattr(args, "flash_attention", None):
+        flags["flash_attention"] = {"on": True, "off": False, "auto": None}[args.flash_attention]
     return Settings(**flags)
 
 
@@ -44,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--engine", choices=["auto", "mlx", "llamacpp"])
     serve.add_argument("--context-length", type=int)
     serve.add_argument("--threads", type=int)
+    serve.add_argument("--flash-attention", choices=["on", "off", "auto"],
+                       help="llama.cpp's flash attention (auto: where it pays on this CPU)")
     serve.add_argument("--api-key")
     serve.add_argument("--api-key-file", help="file holding the API key (mode 0600)")
     serve.add_argument("--log-file", help="also log to this file, rotated at 10 MB")

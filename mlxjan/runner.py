@@ -129,7 +129,10 @@ def ps(settings: Settings) -> int:
         if isinstance(batch, dict):
             print(f"{'':40} batch: {batch.get('running')} of {batch.get('max')} running")
         if m.get("threads") or m.get("kernels"):
-            print(f"{'':40} {m.get('threads')} threads, kernels: {m.get('kernels') or '-'}")
+            flash = {True: ", flash attention", False: ", no flash attention"}.get(
+                m.get("flash_attention"), "")
+            print(f"{'':40} {m.get('threads')} threads{flash}, "
+                  f"kernels: {m.get('kernels') or '-'}")
         if isinstance(m.get("worker"), dict):
             print(f"{'':40} {_worker_line(m['worker'])}")
         if isinstance(m.get("residency"), dict):

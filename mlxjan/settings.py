@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     max_context_length: int = Field(default=32768, ge=256)
     # None: one per physical core (performance cores on Apple Silicon).
     threads: int | None = Field(default=None, ge=1, le=512)
+    # llama.cpp's flash attention; None: where it pays on this CPU (engine/llamacpp/decode.py).
+    flash_attention: bool | None = None
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Temperature for requests that leave it out (Claude Code never sends one). Small local
     # models pick tools more reliably cooler; 0 is greedy.

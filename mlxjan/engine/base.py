@@ -67,6 +67,7 @@ class EngineStatus:
     context_length: int | None = None
     threads: int | None = None
     kernels: str | None = None  # llama.cpp: the kernel plan the self-check chose
+    flash_attention: bool | None = None  # llama.cpp: whether its contexts use it
     batch: BatchStatus | None = None
     prompt_cache: CacheStats | None = None
     worker: WorkerStatus | None = None

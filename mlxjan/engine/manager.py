@@ -105,7 +105,7 @@ class EngineManager:
             tool_grammar=settings.tool_grammar, prompt_cache_bytes=settings.prompt_cache_bytes,
             max_batch=settings.max_batch_size,
             self_checks_dir=settings.self_checks_dir, disk_cache=self.disk_cache_for(manifest),
-            log_level=settings.log_level)
+            log_level=settings.log_level, flash_attention=settings.flash_attention)
 
     async def load(self, model_id: str, keep_alive: float | None) -> None:
         """Load a model now (by hand: this also clears a model marked failed); it then stays

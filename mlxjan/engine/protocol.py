@@ -22,7 +22,7 @@ from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.models.store import Manifest
 from mlxjan.types import Event, GenerationRequest
 
-PROTOCOL_VERSION = 2  # 2: reasoning deltas, reasoning tokens in usage
+PROTOCOL_VERSION = 3  # 2: reasoning deltas, reasoning tokens in usage; 3: flash_attention
 # "fake": mlxjan.testing's scripted engine, for tests of the supervision itself.
 EngineKind = Literal["llamacpp", "mlx", "fake"]
 
@@ -44,6 +44,7 @@ class EngineSpec:
     self_checks_dir: Path | None
     disk_cache: DiskCacheConfig | None
     log_level: str = "INFO"
+    flash_attention: bool | None = None  # llama.cpp; None: as it pays on this CPU
     fake_token_delay: float = 0.0  # "fake" only: seconds per token
 
 

@@ -81,7 +81,8 @@ def build_engine(spec: EngineSpec) -> Engine:
         context_length=spec.context_length, threads=spec.threads,
         tool_grammar=spec.tool_grammar, prompt_cache_bytes=spec.prompt_cache_bytes,
         disk_cache=spec.disk_cache, max_batch=spec.max_batch,
-        kernels=KernelCheck(spec.self_checks_dir), model_key=manifest.sha256)
+        kernels=KernelCheck(spec.self_checks_dir), model_key=manifest.sha256,
+        flash_attention=spec.flash_attention)
 
 
 class Outgoing:

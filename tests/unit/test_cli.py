@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gguf import GGUFWriter
 
-from mlxjan.cli import main
+from mlxjan.cli import _parser, _settings, main
 
 
 def _tiny_gguf(path: Path) -> Path:
@@ -59,3 +59,11 @@ def test_unknown_catalog_id_is_a_clear_error(tmp_path: Path,
 def test_invalid_setting_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--port", "70000", "--data-dir", str(tmp_path)]) == 2
     assert "port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "chosen"), [("on", True), ("off", False), ("auto", None)])
+def test_flash_attention_flag(flag: str, chosen: bool | None,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLXJAN_FLASH_ATTENTION", "true")  # a flag beats the environment
+    args = _parser().parse_args(["serve", "--flash-attention", flag])
+    assert _settings(args).flash_attention is chosen

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from mlxjan.engine.cpu import cpu_info
+from mlxjan.engine.cpu import CpuInfo, cpu_info
 from mlxjan.engine.llamacpp.kernels import KernelPlan
 from mlxjan.engine.prompt_cache import StateCodec
 from mlxjan.errors import EngineError
@@ -61,18 +61,35 @@ class Runtime:
         self.model.close()
 
 
-def context_params(context_length: int, threads: int | None, slots: int) -> dict[str, Any]:
-    """What the context is made with (and what a saved KV state is only valid under).
+def flash_attention_default(cpu: CpuInfo) -> bool:
+    """Whether llama.cpp's flash attention pays on this CPU, where the settings leave it open.
+
+    Its CPU kernel is fast on whole prompt chunks and slow on a few rows at a time. On a
+    two-core Xeon with AVX-512 (default model, plain kernels), against attention without it:
+    a cold 6,000-token prefill 0.81x as long, but a decode step at 6,000 tokens of context
+    2.1x (126 ms against 59), and 18 new tokens after 6,000 cached (a next turn) 5.9x (1.6 s
+    against 0.28). Agents decode and add turns far more than they start cold (which the disk
+    cache also spares), so there it is off. On a two-core Zen 3 (AVX2) a cold 2,000-token
+    prefill took twice as long without it, so it stays on where AVX-512 is missing.
+    """
+    return "avx512f" not in cpu.flags
+
+
+def context_params(context_length: int, threads: int | None, slots: int,
+                   flash_attention: bool | None = None) -> dict[str, Any]:
+    """What the context is made with (and what a saved KV state is only valid under: flash
+    attention stores the V cache untransposed).
 
     Each slot gets the whole `context_length` (llama-server -np N splits its -c instead), in
-    its own KV stream (kv_unified off: attention reads only that sequence's cells). Flash
-    attention is what llama-server turns on by default; without it a cold 2,000-token
-    prefill took about twice as long on CPU. Threads: one per physical core, for decode and
-    prompt alike, as llama.cpp picks (a second thread on a hyperthread pair only contends).
+    its own KV stream (kv_unified off: attention reads only that sequence's cells). Threads:
+    one per physical core, for decode and prompt alike, as llama.cpp picks (a second thread
+    on a hyperthread pair only contends). Flash attention: `flash_attention_default` unless
+    chosen.
     """
     threads = threads or cpu_info().physical_cores
+    flash = flash_attention_default(cpu_info()) if flash_attention is None else flash_attention
     return {"n_ctx": context_length * slots, "n_seq_max": slots, "kv_unified": False,
-            "n_batch": LONE_PROMPT_BATCH, "n_ubatch": CHUNK, "flash_attn": True,
+            "n_batch": LONE_PROMPT_BATCH, "n_ubatch": CHUNK, "flash_attn": flash,
             "n_threads": threads, "n_threads_batch": threads}
 
 
@@ -95,12 +112,12 @@ def load_model(weights: Path, plan: KernelPlan, *, vocab_only: bool = False) -> 
 
 
 def load(weights: Path, context_length: int, threads: int | None, slots: int,
-         plan: KernelPlan) -> Runtime:
+         plan: KernelPlan, flash_attention: bool | None = None) -> Runtime:
     import llama_cpp
     from llama_cpp._internals import LlamaContext
 
     params = llama_cpp.llama_context_default_params()
-    for key, value in context_params(context_length, threads, slots).items():
+    for key, value in context_params(context_length, threads, slots, flash_attention).items():
         if key == "flash_attn":
             params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if value
                                       else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)

@@ -59,7 +59,8 @@ class LlamaCppEngine:
                  context_length: int, threads: int | None = None,
                  tool_grammar: bool = True, prompt_cache_bytes: int = 0,
                  disk_cache: DiskCacheConfig | None = None, max_batch: int = MAX_SLOTS,
-                 kernels: KernelCheck | None = None, model_key: str = "") -> None:
+                 kernels: KernelCheck | None = None, model_key: str = "",
+                 flash_attention: bool | None = None) -> None:
         """`kernels` decides (and remembers) which kernel paths are right for these weights
         on this CPU, under `model_key` (their sha256)."""
         self.model_id = model_id
@@ -67,7 +68,10 @@ class LlamaCppEngine:
         self._model_key = model_key or str(weights)
         self._verdict: Verdict | None = None
         self.slots = max(1, min(max_batch, MAX_SLOTS))
-        disk = disk_cache.open(_state_params(context_length, self.slots)) if disk_cache else None
+        self.flash_attention = context_params(
+            context_length, threads, self.slots, flash_attention)["flash_attn"] is True
+        disk = disk_cache.open(_state_params(context_length, self.slots, self.flash_attention)
+                               ) if disk_cache else None
         self._cache: PromptCache[KvState] = PromptCache(prompt_cache_bytes, disk, KV_CODEC)
         self.tool_grammar = tool_grammar
         self.weights = weights
@@ -94,10 +98,11 @@ class LlamaCppEngine:
         verdict = self._kernels.verdict(self.weights, self._model_key)
         self._verdict = verdict
         plan = verdict.require()
-        log.info("loading %s (%d slots of %d tokens, %d threads, %s: %s)", self.weights,
-                 self.slots, self.context_length, self.threads, plan.describe(),
-                 verdict.detail)
-        runtime = load(self.weights, self.context_length, self.threads, self.slots, plan)
+        log.info("loading %s (%d slots of %d tokens, %d threads, flash attention %s, %s: %s)",
+                 self.weights, self.slots, self.context_length, self.threads,
+                 "on" if self.flash_attention else "off", plan.describe(), verdict.detail)
+        runtime = load(self.weights, self.context_length, self.threads, self.slots, plan,
+                       self.flash_attention)
         self._cache.open_disk()
         model = runtime.model
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(model.vocab))
@@ -130,6 +135,7 @@ class LlamaCppEngine:
         return EngineStatus(
             engine="llamacpp", model=self.model_id, loaded=batch is not None,
             context_length=self.context_length, threads=self.threads,
+            flash_attention=self.flash_attention,
             kernels=self._verdict.detail if self._verdict else None,
             batch=BatchStatus(running=batch.running if batch else 0, max=self.slots,
                               waiting=batch.waiting if batch else 0,
@@ -225,13 +231,14 @@ class LlamaCppEngine:
         return LlamaGrammar.from_string(gbnf, verbose=False)
 
 
-def _state_params(context_length: int, slots: int) -> dict[str, str | int | float | bool]:
+def _state_params(context_length: int, slots: int,
+                  flash_attention: bool) -> dict[str, str | int | float | bool]:
     """What a saved KV state is only valid under: the library that wrote it (its format)
     and the context parameters that shape it."""
     from importlib.metadata import version
 
     shaping = ("n_ctx", "n_seq_max", "kv_unified", "flash_attn", "type_k", "type_v")
-    params = context_params(context_length, None, slots)
+    params = context_params(context_length, None, slots, flash_attention)
     return {"engine": "llamacpp", "llama_cpp_python": version("llama-cpp-python"),
             **{k: v for k, v in params.items() if k in shaping}}
 

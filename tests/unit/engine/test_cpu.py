@@ -1,8 +1,10 @@
-"""Reading the processor from /proc/cpuinfo: flags, and physical cores against logical."""
+"""Reading the processor from /proc/cpuinfo: flags, and physical cores against logical;
+what the llama.cpp context makes of them."""
 
 from __future__ import annotations
 
 from mlxjan.engine.cpu import _linux, cpu_info
+from mlxjan.engine.llamacpp.decode import context_params, flash_attention_default
 
 
 def _block(n: int, core: int, flags: str = "fpu avx2 amx_tile amx_int8") -> str:
@@ -31,3 +33,12 @@ def test_this_machine() -> None:
     info = cpu_info()
     assert 1 <= info.physical_cores <= info.logical_cores
     assert info.fingerprint() == cpu_info().fingerprint()
+
+
+def test_flash_attention_where_it_pays() -> None:
+    xeon = _linux("\n".join(_block(n, n, "avx2 avx512f avx512bw") for n in range(2)), 2)
+    zen3 = _linux("\n".join(_block(n, n, "avx2 fma") for n in range(2)), 2)
+    assert not flash_attention_default(xeon) and flash_attention_default(zen3)
+    assert context_params(4096, 2, 1)["flash_attn"] is flash_attention_default(cpu_info())
+    assert context_params(4096, 2, 1, flash_attention=True)["flash_attn"] is True
+    assert context_params(4096, 2, 1, flash_attention=False)["flash_attn"] is False

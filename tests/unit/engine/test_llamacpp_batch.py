@@ -67,6 +67,15 @@ def test_with_none_decoding_a_prompt_takes_a_whole_batch_from_the_grid(batch: Ba
     assert batch._plan() == [[(first, 30, True)], [(second, 10, True)]]
 
 
+def test_a_steps_answers_go_in_ascending_sequence_order(batch: Batch) -> None:
+    # llama.cpp computes one ascending run of sequence ids at a time: 2,0,1 would cost two.
+    a, b, c = batch.slots
+    for slot, used, advanced in ((a, 1, 5), (b, 2, 6), (c, 3, 4)):  # c's turn comes first
+        _busy(slot, 40, 1, used=used, generated=1)
+        slot.advanced = advanced
+    assert batch._plan() == [[(a, 1, True), (b, 1, True), (c, 1, True)]]
+
+
 def test_a_prompt_s_last_token_is_not_mixed_with_decoding_answers(batch: Batch) -> None:
     decoding, prompt, _ = batch.slots
     _busy(decoding, 40, 1, used=1, generated=1)
