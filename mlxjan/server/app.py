@@ -25,6 +25,7 @@ from mlxjan.server.responses.serving import ResponsesServing
 from mlxjan.server.responses.store import ResponseStore
 from mlxjan.server.security import LOOPBACK_ORIGIN_REGEX, SecurityMiddleware
 from mlxjan.server.signing import Signer
+from mlxjan.server.web.routes import router as web_router
 from mlxjan.settings import Settings
 
 CLIENT_HEADERS = ["authorization", "x-api-key", "content-type", "anthropic-version",
@@ -70,6 +71,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     app.include_router(openai_router, prefix=settings.api_prefix)
     app.include_router(anthropic_router, prefix=settings.api_prefix)
     app.include_router(responses_router, prefix=settings.api_prefix)
+    # The page stays at `/` whatever the prefix; it reads the prefix from its own HTML.
+    app.include_router(web_router)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -1,4 +1,4 @@
-"""Request gatekeeping as plain ASGI middleware: Host allowlist, API key, body size cap.
+"""Request gatekeeping as plain ASGI middleware: Host allowlist, API key, Origin, body size cap.
 
 Plain ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched.
 """
@@ -21,9 +21,12 @@ from mlxjan.errors import (
     UnsupportedMediaTypeError,
 )
 from mlxjan.server.errors import error_response, protocol_of
+from mlxjan.server.web.assets import is_page_path
 from mlxjan.settings import Settings
 
 PUBLIC_PATHS = frozenset({"/health"})
+# Reading the page needs no key (the page asks for it, then sends it on every API call).
+PAGE_METHODS = frozenset({"GET", "HEAD"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 LOOPBACK_ORIGIN_REGEX = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
 
@@ -61,6 +64,22 @@ def host_name(header: str) -> str:
     return (parsed.hostname or "").lower()
 
 
+def same_origin(origin: str, host: str) -> bool:
+    """Whether `origin` names this server as the request's Host header does: the page's own
+    fetches (browsers send Origin on same-origin POSTs)."""
+    try:
+        sent, served = urlsplit(origin), urlsplit(f"//{host}")
+        ports = sent.port, served.port  # None where left out (the scheme's default)
+    except ValueError:
+        return False
+    return (sent.scheme in ("http", "https") and sent.hostname is not None
+            and sent.hostname == served.hostname and ports[0] == ports[1])
+
+
+def is_public(method: str, path: str) -> bool:
+    return path in PUBLIC_PATHS or (method in PAGE_METHODS and is_page_path(path))
+
+
 class SecurityMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self._app = app
@@ -86,12 +105,12 @@ class SecurityMiddleware:
     def _check(self, scope: Scope, headers: dict[str, str]) -> MlxjanError | None:
         if "*" not in self._hosts and host_name(headers.get("host", "")) not in self._hosts:
             return ForbiddenError("Host header not allowed (add it to trusted_hosts).")
-        if self._key is not None and scope["path"] not in PUBLIC_PATHS \
+        if self._key is not None and not is_public(scope["method"], scope["path"]) \
                 and scope["method"] != "OPTIONS" and not self._key_ok(headers):
             return AuthenticationError("Invalid or missing API key. Send it as "
                                        "'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
         origin = headers.get("origin")
-        if origin is not None and not self._origin_ok(origin):
+        if origin is not None and not self._origin_ok(origin, headers.get("host", "")):
             # Browsers send Origin on cross-site requests: a page the user merely visits must
             # not drive the local server (CORS alone would still let a "simple" POST through).
             return ForbiddenError(f"Origin '{origin}' is not allowed (add it to cors_origins).")
@@ -105,9 +124,13 @@ class SecurityMiddleware:
                 "POST bodies must be JSON: send 'Content-Type: application/json'.")
         return None
 
-    def _origin_ok(self, origin: str) -> bool:
-        return origin.rstrip("/") in self._origins or re.fullmatch(
-            LOOPBACK_ORIGIN_REGEX, origin) is not None
+    def _origin_ok(self, origin: str, host: str) -> bool:
+        if origin.rstrip("/") in self._origins or re.fullmatch(
+                LOOPBACK_ORIGIN_REGEX, origin) is not None:
+            return True
+        # The server's own origin, but only for a Host named in the allowlist: with
+        # trusted_hosts "*" any Host passes, and a DNS-rebinding page would be "same-origin".
+        return host_name(host) in self._hosts and same_origin(origin, host)
 
     def _key_ok(self, headers: dict[str, str]) -> bool:
         assert self._key is not None

@@ -54,18 +54,23 @@ def pull(model_id: str) -> Path:
     return store.weights_path(manifest)
 
 
-def npm_binary(package: str, name: str) -> Path:
-    """A pinned npm package's binary, installed once into a cache folder kept between
-    runs (Claude Code, Codex)."""
+def npm_package(package: str, member: str) -> Path:
+    """`member` (a path under node_modules) of a pinned npm package, installed once into a
+    cache folder kept between runs (Claude Code, Codex, axe-core)."""
     npm = shutil.which("npm")
     assert npm is not None, f"npm is needed to install {package} for this test"
     prefix = Path.home() / ".cache" / "mlxjan-tests" / package.replace("/", "_")
-    binary = prefix / "node_modules" / ".bin" / name
-    if not binary.exists():
+    path = prefix / "node_modules" / member
+    if not path.exists():
         prefix.mkdir(parents=True, exist_ok=True)
         subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
                         package], check=True, capture_output=True, timeout=600)
-    return binary
+    return path
+
+
+def npm_binary(package: str, name: str) -> Path:
+    """A pinned npm package's binary (see `npm_package`)."""
+    return npm_package(package, f".bin/{name}")
 
 
 @pytest.fixture(scope="session")
