@@ -50,7 +50,9 @@ class Tab:
         return self.page
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running on this
+# thread until it stops, and every later test's asyncio.run() would then refuse to start.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
@@ -73,12 +75,12 @@ def _real_server(tmp: Path, *args: str) -> Iterator[RealServer]:
         yield RealServer(server.url, http)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     yield from _real_server(tmp_path_factory.mktemp("browser-serve"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def keyed_real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     yield from _real_server(tmp_path_factory.mktemp("browser-serve-keyed"), "--api-key", API_KEY)
 

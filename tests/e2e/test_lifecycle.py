@@ -242,8 +242,14 @@ def test_a_model_too_large_for_the_budget_gets_the_typed_error(
 # llama-server (the vendored llama.cpp of the pinned llama-cpp-python, `-c 4096 -np 4
 # --jinja`) answered this, greedy, for the same request.
 RAINBOW: Any = [{"role": "user", "content": "Name three colours of the rainbow."}]
-LLAMA_SERVER_RAINBOW = ("The rainbow is often associated with three colours: blue, red, and "
-                        "yellow. However, in reality, the rainbow is")
+# What llama-server (the vendored llama.cpp, --jinja, greedy) answers, by its -fa on|off:
+# attention with and without flash attention rounds differently, and greedy text follows.
+LLAMA_SERVER_RAINBOW = {
+    True: ("The rainbow is often associated with three colours: blue, red, and yellow. "
+           "However, in reality, the rainbow is"),
+    False: ("The rainbow is a beautiful and magical sight, but it's not just about the colors "
+            "of the rainbow. There are actually"),
+}
 
 
 def test_smollm2_answers_token_for_token_what_llama_server_answers(
@@ -252,4 +258,5 @@ def test_smollm2_answers_token_for_token_what_llama_server_answers(
         answer = client.chat.completions.create(model=SMOL, messages=RAINBOW, temperature=0,
                                                 max_tokens=24)
     assert answer.usage is not None and answer.usage.prompt_tokens == 37
-    assert answer.choices[0].message.content == LLAMA_SERVER_RAINBOW
+    flash_attention = _status(roomy)[SMOL]["flash_attention"]
+    assert answer.choices[0].message.content == LLAMA_SERVER_RAINBOW[flash_attention]
