@@ -34,6 +34,8 @@ from mlxjan.types import (
 
 log = logging.getLogger(__name__)
 Signature = tuple[str, Any]  # a call's name and its parsed arguments
+# What an answer in words may spend: enough to say what the tool results say.
+WORDS_MAX_TOKENS = 1024
 
 
 def answered_calls(messages: Sequence[ChatMessage]) -> list[Signature]:
@@ -59,8 +61,12 @@ def _signature(call: ToolCall) -> Signature:
 
 
 def in_words(request: GenerationRequest) -> GenerationRequest:
-    """The request again, to be answered without tools and not opening with a call."""
-    return replace(request, tools=(), constraint=TextAnswer())
+    """The request again, to be answered without tools and not opening with a call, in at
+    most WORDS_MAX_TOKENS: a model pushed off its loop may ramble instead (seen with Codex,
+    which sets no limit: the words ran on toward the end of a 32k context)."""
+    limit = min(request.sampling.max_tokens or WORDS_MAX_TOKENS, WORDS_MAX_TOKENS)
+    return replace(request, tools=(), constraint=TextAnswer(),
+                   sampling=replace(request.sampling, max_tokens=limit))
 
 
 class RepeatGuard:

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from mlxjan.chat.tool_stream import assemble_calls
-from mlxjan.engine.repeat_guard import RepeatGuard, answered_calls, in_words, only_repeats
+from mlxjan.engine.repeat_guard import (
+    WORDS_MAX_TOKENS,
+    RepeatGuard,
+    answered_calls,
+    in_words,
+    only_repeats,
+)
 from mlxjan.testing.fake_engine import FakeEngine
 from mlxjan.types import (
     ChatMessage,
@@ -18,6 +24,7 @@ from mlxjan.types import (
     Finished,
     ForcedToolCall,
     GenerationRequest,
+    SamplingParams,
     Started,
     TextAnswer,
     TextDelta,
@@ -140,3 +147,15 @@ def test_arguments_compare_as_data() -> None:
     assert only_repeats([spaced], answered)
     assert not only_repeats([], answered)
     assert not only_repeats([ToolCall("x", "get_weather", "not json")], answered)
+
+
+@pytest.mark.parametrize(("asked", "limit"), [(None, WORDS_MAX_TOKENS), (50, 50),
+                                              (10 * WORDS_MAX_TOKENS, WORDS_MAX_TOKENS)])
+def test_the_answer_in_words_has_a_bound(engine: FakeEngine, asked: int | None,
+                                         limit: int) -> None:
+    """Codex sets no max tokens: a words answer that rambles must still end."""
+    engine.script = repeat_with_tools
+    request = GenerationRequest("m", ROUND_TRIP, tools=TOOLS,
+                                sampling=SamplingParams(max_tokens=asked))
+    run(engine, request)
+    assert engine.requests[-1].sampling.max_tokens == limit
