@@ -209,11 +209,14 @@ class Batch:
         snapshot that shares the most with `prompt` when it beats what the slot holds."""
         entry, shared = self.cache.lookup(prompt, at_least=live_shared + MIN_REUSE_GAIN)
         better = entry is not None and shared >= live_shared + MIN_REUSE_GAIN
+        source = self.busy_sharing(prompt, (shared if better else live_shared) + MIN_REUSE_GAIN)
         live = slot.tokens
-        overwritten = len(live) - live_shared >= MIN_REUSE_GAIN or better
+        overwritten = len(live) - live_shared >= MIN_REUSE_GAIN or better or source is not None
         if len(live) >= MIN_SNAPSHOT_TOKENS and overwritten and not self.cache.holds(live):
             self.cache.put(live, *snapshot(self.runtime, slot.seq))
-        if entry is not None and better:
+        if source is not None:
+            self._copy(source, slot)
+        elif entry is not None and better:
             slot.tokens = []
             if restore(self.runtime, slot.seq, entry.state, entry.size):
                 slot.tokens = list(entry.tokens)
@@ -222,6 +225,26 @@ class Batch:
                          shared, entry.source, slot.seq)
         elif len(prompt) >= MIN_SNAPSHOT_TOKENS and live_shared < MIN_REUSE_GAIN:
             self.cache.miss()
+
+    def busy_sharing(self, prompt: list[int], at_least: int) -> Slot | None:
+        """The slot busy with another answer that shares the most of `prompt`, if it shares
+        at least `at_least` tokens: its cache is copied, not computed again. An editor's
+        next keystroke comes while the answer to the last one is still being cancelled;
+        parallel answers share a system prompt."""
+        busy = [slot for slot in self.slots if slot.answer is not None]
+        best = max(busy, key=lambda slot: common_prefix(slot.tokens, prompt[:-1]),
+                   default=None)
+        if best is None or common_prefix(best.tokens, prompt[:-1]) < at_least:
+            return None
+        return best
+
+    def _copy(self, source: Slot, slot: Slot) -> None:
+        state, size = snapshot(self.runtime, source.seq)
+        slot.tokens = []
+        if restore(self.runtime, slot.seq, state, size):
+            slot.tokens = list(source.tokens)
+            log.info("copied %d cached tokens of busy slot %d into slot %d",
+                     len(source.tokens), source.seq, slot.seq)
 
     # --- one decode ------------------------------------------------------------------------
 

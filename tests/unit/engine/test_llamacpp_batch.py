@@ -101,3 +101,14 @@ def test_a_long_unrelated_prefix_is_kept_while_a_cheaper_slot_is_free(batch: Bat
     assert batch._pick([1] * 20 + [4] * 50) == (short, 20)  # reuses the opening cheaply
     short.answer = _answer([0], [0])
     assert batch._pick([1] * 20 + [4] * 50) == (empty, 0)
+
+
+def test_a_busy_slot_sharing_a_long_prefix_is_the_source_to_copy(batch: Batch) -> None:
+    """An editor's keystrokes: the answer to the last one still holds the file's prefix."""
+    busy, other, _ = batch.slots
+    _busy(busy, 2000, 1, used=1, generated=1)
+    _busy(other, 300, 1, used=2, generated=1)
+    prompt = [*range(1990), 7, 7, 7]
+    assert batch.busy_sharing(prompt, 1000) is busy
+    assert batch.busy_sharing(prompt, 1991) is None  # shares too little to pay
+    assert batch.busy_sharing([9, *range(1, 2000)], 256) is None  # shares nothing
