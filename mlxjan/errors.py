@@ -46,6 +46,28 @@ class ContextLengthExceededError(InvalidRequestError):
             f"{context_length} maximum"
 
 
+class FillInMiddleUnsupportedError(InvalidRequestError):
+    code = "fim_unsupported"
+
+    def __init__(self, model: str, param: str) -> None:
+        super().__init__(
+            f"The model '{model}' has no fill-in-the-middle tokens, so it cannot complete "
+            f"between a prefix and a suffix. Use a coder model (Qwen2.5-Coder, StarCoder2, "
+            f"CodeGemma, DeepSeek-Coder, Codestral, CodeLlama) or leave out the suffix.",
+            param=param)
+
+
+class InputTooLongError(ContextLengthExceededError):
+    """An embedding input longer than the model's context: refused, never cut short."""
+
+    def __init__(self, index: int, tokens: int, context_length: int) -> None:
+        super().__init__(tokens, context_length)
+        self.message = (f"This model's maximum context length is {context_length} tokens, "
+                        f"but input {index} has {tokens} tokens. Shorten or split it.")
+        self.param = "input"
+        self.index = index
+
+
 class AuthenticationError(MlxjanError):
     status = 401
     openai_type = "invalid_request_error"
@@ -72,6 +94,34 @@ class ModelNotFoundError(MlxjanError):
             f"Install it with `mlxjan pull {model}`.",
             param="model",
         )
+        self.model = model
+
+
+class WrongModelKindError(InvalidRequestError):
+    """A chat route asked for an embedding model, or /v1/embeddings for a chat model."""
+
+    code = "wrong_model_kind"
+
+    def __init__(self, model: str, kind: str) -> None:
+        use = ("it serves POST /v1/embeddings only, not chat or completions"
+               if kind == "embedding" else "POST /v1/embeddings needs an embedding model, "
+               "such as nomic-embed-text-v1.5 (`mlxjan pull nomic-embed-text-v1.5`)")
+        super().__init__(f"The model '{model}' is a{'n' if kind == 'embedding' else ''} "
+                         f"{kind} model: {use}.", param="model")
+        self.model = model
+        self.kind = kind
+
+
+class EmbeddingFormatError(InvalidRequestError):
+    """An embedding model in a format no embedding engine here reads (MLX folders)."""
+
+    code = "embedding_format_unsupported"
+
+    def __init__(self, model: str, model_format: str) -> None:
+        super().__init__(
+            f"The model '{model}' is an embedding model in {model_format.upper()} format, "
+            "which mlxjan cannot serve embeddings from yet: install it as a GGUF file "
+            "(e.g. `mlxjan pull nomic-embed-text-v1.5`).", param="model")
         self.model = model
 
 

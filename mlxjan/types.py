@@ -121,6 +121,39 @@ class ReasoningOptions:
 
 
 @dataclass(frozen=True)
+class TextPrompt:
+    """A raw prompt, no chat template: text (control tokens written in it are read as
+    such, as llama-server does) or token ids. The engine adds BOS where the model wants it."""
+
+    text: str = ""
+    tokens: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """Another file of the repository, given to a fill-in-the-middle prompt as context."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class FillInMiddle:
+    """Code to complete between `prefix` and `suffix`, in the model's own FIM tokens
+    (chat/fim.py); `files` go first, with the repository tokens where the model has them."""
+
+    prefix: str
+    suffix: str
+    files: tuple[SourceFile, ...] = ()
+    # Keep the prompt within the context by cutting files, the prefix's start and the
+    # suffix's end (llama-server's /infill), instead of refusing it.
+    fit: bool = False
+
+
+Prompt: TypeAlias = TextPrompt | FillInMiddle
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     model: str
     messages: tuple[ChatMessage, ...]
@@ -134,6 +167,9 @@ class GenerationRequest:
     reasoning: ReasoningOptions = field(default_factory=ReasoningOptions)
     # Extra variables for the chat template (OpenAI `chat_template_kwargs`), in order.
     template_kwargs: tuple[tuple[str, TemplateValue], ...] = ()
+    # A completion (`/v1/completions`, `/infill`): this prompt instead of the chat template
+    # over `messages`, which is then empty.
+    prompt: Prompt | None = None
 
 
 @dataclass(frozen=True)
@@ -198,11 +234,37 @@ Delta: TypeAlias = ReasoningDelta | TextDelta | ToolCallDelta
 Generated: TypeAlias = Delta | Finished
 
 
+# What a model serves: chat (and completions) or embeddings (`/v1/embeddings` only).
+ModelKind = Literal["chat", "embedding"]
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
     created: int
     owned_by: str = "mlxjan"
+    kind: ModelKind = "chat"
     loaded: bool = False
     memory_bytes: int | None = None  # measured while loaded, else the estimate once known
     expires_at: float | None = None  # Unix time an idle model unloads; None: not timed
+
+
+# A text, or token ids of the model's own vocabulary (taken as they are, no BOS/EOS added).
+EmbeddingInput: TypeAlias = str | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    model: str
+    inputs: tuple[EmbeddingInput, ...]
+    # Fewer dimensions than the model's own: only for models trained for it (Matryoshka),
+    # whose vectors are then cut to this length and normalised again.
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One unit-length vector per input, in order, and the tokens evaluated for them."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int

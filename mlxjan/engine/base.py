@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from mlxjan.engine.prompt_cache import CacheStats
-from mlxjan.types import Event, GenerationRequest
+from mlxjan.types import EmbeddingRequest, Embeddings, Event, GenerationRequest, ModelKind
 
 WorkerState = Literal["stopped", "starting", "ready", "crashed", "failed"]
 
@@ -93,3 +93,21 @@ class Engine(Protocol):
     def health(self) -> EngineStatus: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """An Engine that can embed (a worker's engine proxies it whatever its model is).
+    `kind` says what the model serves: chat routes refuse "embedding", /v1/embeddings
+    everything else."""
+
+    kind: ModelKind
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """One unit vector per input, in order; raises MlxjanError."""
+        ...
+
+
+def kind_of(engine: Engine) -> ModelKind:
+    """What a ready-made engine serves (an engine that cannot embed serves chat)."""
+    return engine.kind if isinstance(engine, Embedder) else "chat"

@@ -3,8 +3,9 @@
 Serving code asks the manager for a model by id (`use`); the manager validates the id,
 looks it up in the store, builds the engine the settings choose (a worker process, started by
 its first request) and holds it for the request under the memory budget and keep-alive of
-`residency.py`. Tests hand it ready engines instead (e.g. FakeEngine), and then the store
-is not consulted.
+`residency.py`. A request names the kind of model it needs (chat or embedding): a model of
+the other kind is refused before anything is loaded or made room for. Tests hand it ready
+engines instead (e.g. FakeEngine), and then the store is not consulted.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import asyncio
 import logging
 from dataclasses import replace
 
-from mlxjan.engine.base import BudgetStatus, Engine, EngineStatus, WorkerStatus
+from mlxjan.engine.base import BudgetStatus, Engine, EngineStatus, WorkerStatus, kind_of
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.engine.footprint import estimate
 from mlxjan.engine.protocol import EngineSpec
 from mlxjan.engine.residency import Lease, Residency, Resident
 from mlxjan.engine.scheduler import Admission
 from mlxjan.engine.supervisor import WorkerEngine
-from mlxjan.errors import ModelNotFoundError
+from mlxjan.errors import EmbeddingFormatError, ModelNotFoundError, WrongModelKindError
 from mlxjan.models.store import Manifest, ModelStore
 from mlxjan.settings import Settings
-from mlxjan.types import ModelInfo
+from mlxjan.types import ModelInfo, ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,20 @@ class EngineManager:
     def list_models(self) -> list[ModelInfo]:
         """Installed models (or the ones handed in), each with whether it is loaded."""
         if self._fixed:
-            known = [(model_id, 0) for model_id in self.residency.residents]
+            known = [(model_id, 0, kind_of(r.engine))
+                     for model_id, r in self.residency.residents.items()]
         else:
-            known = [(m.id, m.created) for m in self._store.list()]
-        return [self._info(model_id, created) for model_id, created in known]
+            known = [(m.id, m.created, m.kind) for m in self._store.list()]
+        return [self._info(*model) for model in known]
 
-    def _info(self, model_id: str, created: int) -> ModelInfo:
+    def _info(self, model_id: str, created: int, kind: ModelKind) -> ModelInfo:
         resident = self.residency.residents.get(model_id)
         if resident is None:
-            return ModelInfo(id=model_id, created=created)
+            return ModelInfo(id=model_id, created=created, kind=kind)
         loaded = resident.is_loaded()
         memory = (resident.measured() if loaded else None) or resident.estimated or None
-        return ModelInfo(id=model_id, created=created, loaded=loaded, memory_bytes=memory,
-                         expires_at=resident.expires_at)
+        return ModelInfo(id=model_id, created=created, kind=kind, loaded=loaded,
+                         memory_bytes=memory, expires_at=resident.expires_at)
 
     def get_model(self, model_id: str) -> ModelInfo:
         for info in self.list_models():
@@ -64,11 +66,22 @@ class EngineManager:
                 return info
         raise ModelNotFoundError(model_id)
 
-    async def use(self, model_id: str, keep_alive: float | None) -> Lease:
+    async def use(self, model_id: str, keep_alive: float | None,
+                  kind: ModelKind | None = "chat") -> Lease:
         """Hold `model_id` for one request (loaded by its first use, within the budget);
         `keep_alive` is how long it stays loaded after its last request (None: until
-        unloaded by hand)."""
+        unloaded by hand). A model not of `kind` (None: any) is refused first."""
+        if kind is not None and (found := self._kind(model_id)) not in (None, kind):
+            raise WrongModelKindError(model_id, found)
         return await self.residency.lease(await self._known(model_id), keep_alive)
+
+    def _kind(self, model_id: str) -> ModelKind | None:
+        """What the model serves; None for a model unknown here."""
+        found = self.residency.residents.get(model_id)
+        if found is not None:
+            return kind_of(found.engine)
+        manifest = None if self._fixed else self._store.get(model_id)
+        return manifest.kind if manifest is not None else None
 
     async def _known(self, model_id: str) -> Resident:
         found = self.residency.residents.get(model_id)
@@ -97,7 +110,11 @@ class EngineManager:
         """What the model's worker builds: an MLX folder can only run on MLX; a GGUF runs on
         either (converted once for MLX)."""
         settings = self._settings
-        mlx = manifest.format == "mlx" or settings.resolved_engine() == "mlx"
+        if manifest.kind == "embedding" and manifest.format != "gguf":
+            raise EmbeddingFormatError(manifest.id, manifest.format)
+        # Embeddings run on llama.cpp, on a Mac too.
+        mlx = manifest.format == "mlx" or (settings.resolved_engine() == "mlx"
+                                           and manifest.kind == "chat")
         return EngineSpec(
             kind="mlx" if mlx else "llamacpp", manifest=manifest,
             weights=self._store.weights_path(manifest), data_dir=settings.data_dir,
@@ -110,7 +127,7 @@ class EngineManager:
     async def load(self, model_id: str, keep_alive: float | None) -> None:
         """Load a model now (by hand: this also clears a model marked failed); it then stays
         for `keep_alive` like a model a request loaded."""
-        async with await self.use(model_id, keep_alive) as engine:
+        async with await self.use(model_id, keep_alive, kind=None) as engine:
             await engine.load()
 
     async def unload(self, model_id: str) -> None:

@@ -20,9 +20,11 @@ from mlxjan import errors
 from mlxjan.engine.base import EngineStatus
 from mlxjan.engine.cache_store import DiskCacheConfig
 from mlxjan.models.store import Manifest
-from mlxjan.types import Event, GenerationRequest
+from mlxjan.types import EmbeddingRequest, Embeddings, Event, GenerationRequest
 
-PROTOCOL_VERSION = 3  # 2: reasoning deltas, reasoning tokens in usage; 3: flash_attention
+# 2: reasoning deltas, reasoning tokens in usage; 3: flash_attention;
+# 4: embeddings, raw and fill-in-the-middle prompts
+PROTOCOL_VERSION = 4
 # "fake": mlxjan.testing's scripted engine, for tests of the supervision itself.
 EngineKind = Literal["llamacpp", "mlx", "fake"]
 
@@ -100,11 +102,17 @@ class CountTokens:
 
 
 @dataclass(frozen=True)
+class Embed:
+    id: int
+    request: EmbeddingRequest
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Persist what should survive (prompt-cache entries), then exit."""
 
 
-ToWorker: TypeAlias = Hello | Generate | Cancel | CountTokens | Shutdown
+ToWorker: TypeAlias = Hello | Generate | Cancel | CountTokens | Embed | Shutdown
 
 
 # --- worker -> API process ---------------------------------------------------------------
@@ -137,7 +145,7 @@ class StreamEnded:
 
 @dataclass(frozen=True)
 class Failed:
-    """Request `id` (a stream or a token count) ended with an error."""
+    """Request `id` (a stream, a token count or an embedding) ended with an error."""
 
     id: int
     error: WireError
@@ -147,6 +155,12 @@ class Failed:
 class Counted:
     id: int
     tokens: int
+
+
+@dataclass(frozen=True)
+class Embedded:
+    id: int
+    embeddings: Embeddings
 
 
 @dataclass(frozen=True)
@@ -167,4 +181,4 @@ class LogLine:
 
 
 FromWorker: TypeAlias = (Ready | LoadFailed | StreamEvent | StreamEnded | Failed | Counted
-                         | HealthReport | LogLine)
+                         | Embedded | HealthReport | LogLine)

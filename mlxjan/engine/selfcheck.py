@@ -37,6 +37,14 @@ MIN_TOP1_AGREEMENT = 0.9
 
 Rows = np.ndarray[Any, np.dtype[np.float32]]
 
+# Embedding models: the probe text and two sentences, one close to the other in meaning.
+# Each is embedded whole; a path whose unit vectors point elsewhere than the reference's
+# (cosine below MIN_COSINE) is wrong. Other kernels add in another order: seen 0.99999+.
+EMBEDDING_PROBES = (PROBE_TEXT, "search_query: how do plants make food from light?",
+                    "search_document: Photosynthesis turns sunlight, water and carbon "
+                    "dioxide into sugar in the leaves of green plants.")
+MIN_COSINE = 0.999
+
 
 def log_softmax(logits: np.ndarray[Any, Any]) -> Rows:
     wide = logits.astype(np.float64)
@@ -59,6 +67,18 @@ def compare(reference: Rows, candidate: Rows) -> str | None:
     if agree < MIN_TOP1_AGREEMENT or gap > MAX_LOGPROB_GAP:
         return (f"it disagrees with the reference (same top token at {agree:.0%} of sure "
                 f"positions, log-probabilities off by up to {gap:.2f})")
+    return None
+
+
+def compare_embeddings(reference: Rows, candidate: Rows) -> str | None:
+    """None when each candidate unit vector points where the reference's does; else why."""
+    if candidate.shape != reference.shape:
+        return f"its embeddings have shape {candidate.shape}, the reference's {reference.shape}"
+    if not np.isfinite(candidate).all():
+        return "its embeddings are not finite"
+    cosine = float((reference * candidate).sum(-1).min())
+    if cosine < MIN_COSINE:
+        return f"its embeddings point elsewhere than the reference's (cosine {cosine:.4f})"
     return None
 
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
+from typing import Any, Generic, TypeVar
 
 from mlxjan.engine.base import EngineStatus, WorkerState, WorkerStatus
 from mlxjan.engine.protocol import (
@@ -32,6 +33,8 @@ from mlxjan.engine.protocol import (
     Cancel,
     Counted,
     CountTokens,
+    Embed,
+    Embedded,
     EngineSpec,
     Failed,
     FromWorker,
@@ -47,9 +50,10 @@ from mlxjan.engine.protocol import (
     ToWorker,
 )
 from mlxjan.errors import EngineError, MlxjanError, ModelFailedError, WorkerCrashedError
-from mlxjan.types import Event, GenerationRequest
+from mlxjan.types import EmbeddingRequest, Embeddings, Event, GenerationRequest, ModelKind
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CRASHES_TO_FAIL = 3
 CRASH_WINDOW_S = 300.0
 BACKOFF_S = (0.0, 1.0, 4.0)  # before a restart, by crashes in the window so far
@@ -144,11 +148,11 @@ class _Pending:
 
 
 @dataclass
-class _Count:
-    """One token count in flight on `worker`."""
+class _Call(Generic[T]):
+    """One request with a single answer (a token count, embeddings) in flight on `worker`."""
 
     worker: _Worker
-    answer: asyncio.Future[int]
+    answer: asyncio.Future[T]
 
 
 class WorkerEngine:
@@ -156,11 +160,12 @@ class WorkerEngine:
 
     def __init__(self, spec: EngineSpec) -> None:
         self.model_id = spec.manifest.id
+        self.kind: ModelKind = spec.manifest.kind
         self._spec = spec
         self._worker: _Worker | None = None
         self._state: WorkerState = "stopped"
         self._pending: dict[int, _Pending] = {}
-        self._counts: dict[int, _Count] = {}
+        self._calls: dict[int, _Call[Any]] = {}
         self._next_id = 0
         self._crashes: list[float] = []
         self._last_exit: str | None = None
@@ -211,7 +216,7 @@ class WorkerEngine:
             if worker is None:
                 return
             deadline = time.monotonic() + DRAIN_S
-            while (self._pending or self._counts) and time.monotonic() < deadline:
+            while (self._pending or self._calls) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             self._worker = None
             self._state = "stopped"
@@ -246,6 +251,8 @@ class WorkerEngine:
                 self._settle(message.id, message.error.rebuild())
             elif isinstance(message, Counted):
                 self._settle(message.id, message.tokens)
+            elif isinstance(message, Embedded):
+                self._settle(message.id, message.embeddings)
             elif isinstance(message, HealthReport) and current:
                 self._engine_health = message.health
             elif isinstance(message, Ready):
@@ -265,15 +272,15 @@ class WorkerEngine:
         if pending is not None:
             pending.events.put_nowait(item)
 
-    def _settle(self, request_id: int, result: int | MlxjanError) -> None:
-        count = self._counts.pop(request_id, None)
-        if count is None:
+    def _settle(self, request_id: int, result: object) -> None:
+        call = self._calls.pop(request_id, None)
+        if call is None:
             self._deliver(request_id, result if isinstance(result, MlxjanError) else None)
-        elif not count.answer.done():
+        elif not call.answer.done():
             if isinstance(result, MlxjanError):
-                count.answer.set_exception(result)
+                call.answer.set_exception(result)
             else:
-                count.answer.set_result(result)
+                call.answer.set_result(result)
 
     def _on_exit(self, worker: _Worker, returncode: int) -> None:
         if worker is not self._worker:  # an unloaded worker's expected end
@@ -301,11 +308,11 @@ class WorkerEngine:
         for pending in self._pending.values():
             if pending.worker is worker:
                 pending.events.put_nowait(error)
-        for request_id, count in list(self._counts.items()):
-            if count.worker is worker:
-                del self._counts[request_id]
-                if not count.answer.done():
-                    count.answer.set_exception(error)
+        for request_id, call in list(self._calls.items()):
+            if call.worker is worker:
+                del self._calls[request_id]
+                if not call.answer.done():
+                    call.answer.set_exception(error)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -337,12 +344,21 @@ class WorkerEngine:
                 worker.send([Cancel(request_id)])
 
     async def count_tokens(self, request: GenerationRequest) -> int:
+        answer: int = await self._call(lambda request_id: CountTokens(request_id, request))
+        return answer
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        answer: Embeddings = await self._call(lambda request_id: Embed(request_id, request))
+        return answer
+
+    async def _call(self, message: Callable[[int], ToWorker]) -> Any:
+        """Send the request `message(id)` builds and wait for its one answer."""
         worker = await self._running()
         request_id = self._new_id()
-        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._counts[request_id] = _Count(worker, answer)
-        if not worker.send([CountTokens(request_id, request)]):
-            self._counts.pop(request_id, None)
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[request_id] = _Call(worker, answer)
+        if not worker.send([message(request_id)]):
+            self._calls.pop(request_id, None)
             raise WorkerCrashedError(self.model_id, "its connection closed")
         return await answer
 

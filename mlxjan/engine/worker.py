@@ -23,12 +23,14 @@ from collections.abc import Coroutine, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mlxjan.engine.base import Engine, EngineStatus
+from mlxjan.engine.base import Embedder, Engine, EngineStatus
 from mlxjan.engine.protocol import (
     PROTOCOL_VERSION,
     Cancel,
     Counted,
     CountTokens,
+    Embed,
+    Embedded,
     EngineSpec,
     Failed,
     FromWorker,
@@ -44,8 +46,8 @@ from mlxjan.engine.protocol import (
     ToWorker,
     WireError,
 )
-from mlxjan.errors import EngineError, MlxjanError
-from mlxjan.types import GenerationRequest
+from mlxjan.errors import EngineError, MlxjanError, WrongModelKindError
+from mlxjan.types import EmbeddingRequest, GenerationRequest
 
 log = logging.getLogger("mlxjan.engine.worker")  # not __name__: it runs as __main__
 # Before its connection serves (and after it closes), a worker logs to stderr.
@@ -60,7 +62,10 @@ def build_engine(spec: EngineSpec) -> Engine:
         from mlxjan.testing.fake_engine import FakeEngine
 
         return FakeEngine(manifest.id, context_length=spec.context_length,
-                          token_delay=spec.fake_token_delay)
+                          token_delay=spec.fake_token_delay, kind=manifest.kind,
+                          matryoshka=manifest.matryoshka)
+    if manifest.kind == "embedding":
+        return _embedding_engine(spec)
     if spec.kind == "mlx":
         from mlxjan.engine.mlx.converted import mlx_model_dir
         from mlxjan.engine.mlx.engine import MlxEngine
@@ -83,6 +88,19 @@ def build_engine(spec: EngineSpec) -> Engine:
         disk_cache=spec.disk_cache, max_batch=spec.max_batch,
         kernels=KernelCheck(spec.self_checks_dir), model_key=manifest.sha256,
         flash_attention=spec.flash_attention)
+
+
+def _embedding_engine(spec: EngineSpec) -> Engine:
+    """Embeddings run on llama.cpp, for a GGUF model on either engine (the manager refuses
+    MLX-format embedding models before a worker starts)."""
+    from mlxjan.engine.llamacpp.embed import LlamaCppEmbeddingEngine
+    from mlxjan.engine.llamacpp.kernels import KernelCheck
+
+    manifest = spec.manifest
+    return LlamaCppEmbeddingEngine(
+        manifest.id, spec.weights, context_length=spec.context_length, threads=spec.threads,
+        kernels=KernelCheck(spec.self_checks_dir, embedding=True), model_key=manifest.sha256,
+        matryoshka=manifest.matryoshka)
 
 
 class Outgoing:
@@ -137,6 +155,8 @@ class Served:
             self._run(message.id, self._stream(message.id, message.request))
         elif isinstance(message, CountTokens):
             self._run(message.id, self._count(message.id, message.request))
+        elif isinstance(message, Embed):
+            self._run(message.id, self._embed(message.id, message.request))
         elif isinstance(message, Cancel):
             task = self._tasks.get(message.id)
             if task is not None:
@@ -164,6 +184,17 @@ class Served:
             self._out.send(Counted(request_id, await self._engine.count_tokens(request)))
         except Exception as exc:
             self._out.send(Failed(request_id, WireError.of(_typed(exc))))
+
+    async def _embed(self, request_id: int, request: EmbeddingRequest) -> None:
+        engine = self._engine
+        try:
+            if not (isinstance(engine, Embedder) and engine.kind == "embedding"):
+                raise WrongModelKindError(engine.model_id, "chat")
+            self._out.send(Embedded(request_id, await engine.embed(request)))
+        except Exception as exc:
+            self._out.send(Failed(request_id, WireError.of(_typed(exc))))
+        finally:
+            self.report_health()
 
 
 class ToServer(logging.Handler):

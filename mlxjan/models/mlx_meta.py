@@ -16,6 +16,10 @@ from mlxjan.errors import ModelStoreError
 from mlxjan.models.gguf_meta import ModelInfo
 
 _M = TypeVar("_M", bound=BaseModel)
+# Encoder families that embed text (Hugging Face model_type); a sentence-transformers folder
+# (modules.json) embeds whatever its model.
+EMBEDDING_TYPES = frozenset({"bert", "nomic_bert", "roberta", "xlm-roberta", "modernbert",
+                             "distilbert", "mpnet", "e5", "jina_bert"})
 
 
 class _TextConfig(BaseModel):
@@ -60,6 +64,8 @@ def read_mlx_info(folder: Path) -> ModelInfo:
         architecture=config.model_type or text.model_type,
         context_length=config.max_position_embeddings or text.max_position_embeddings,
         chat_template=_chat_template(folder),
+        kind="embedding" if (config.model_type in EMBEDDING_TYPES
+                             or (folder / "modules.json").is_file()) else "chat",
     )
 
 

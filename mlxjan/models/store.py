@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mlxjan.errors import InvalidModelIdError, ModelStoreError
+from mlxjan.types import ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class Manifest(BaseModel):
     architecture: str | None = None
     context_length: int | None = None
     chat_template: str | None = None
+    kind: ModelKind = "chat"  # manifests written before embeddings read as chat
+    matryoshka: bool = False  # an embedding model whose vectors may be cut short
 
 
 class ModelStore:

@@ -18,6 +18,10 @@ from mlxjan.server.anthropic.routes import router as anthropic_router
 from mlxjan.server.anthropic.serving import MessagesServing
 from mlxjan.server.errors import install_error_handlers
 from mlxjan.server.models_api import router as models_router
+from mlxjan.server.openai.completions.routes import infill_router
+from mlxjan.server.openai.completions.routes import router as completions_router
+from mlxjan.server.openai.completions.serving import CompletionServing
+from mlxjan.server.openai.embeddings.routes import router as embeddings_router
 from mlxjan.server.openai.routes import router as openai_router
 from mlxjan.server.openai.serving import ChatServing
 from mlxjan.server.responses.routes import router as responses_router
@@ -57,6 +61,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     app.state.settings = settings
     app.state.manager = manager
     app.state.chat_serving = ChatServing(manager, settings)
+    app.state.completion_serving = CompletionServing(manager, settings)
     app.state.signer = signer
     app.state.messages_serving = MessagesServing(manager, settings, signer)
     app.state.responses_serving = responses
@@ -69,6 +74,12 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
 
     app.include_router(models_router, prefix=settings.api_prefix)
     app.include_router(openai_router, prefix=settings.api_prefix)
+    app.include_router(embeddings_router, prefix=settings.api_prefix)
+    app.include_router(completions_router, prefix=settings.api_prefix)
+    # llama-server's /infill at the root, where editor plugins look for it; and beside the rest.
+    app.include_router(infill_router)
+    if settings.api_prefix:
+        app.include_router(infill_router, prefix=settings.api_prefix)
     app.include_router(anthropic_router, prefix=settings.api_prefix)
     app.include_router(responses_router, prefix=settings.api_prefix)
     # The page stays at `/` whatever the prefix; it reads the prefix from its own HTML.

@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from mlxjan.engine.base import Engine
 from mlxjan.engine.manager import EngineManager
@@ -30,6 +30,7 @@ from mlxjan.types import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,11 @@ async def drain(events: AsyncIterator[Generated]) -> tuple[list[Delta], Finished
     raise EngineError("the engine ended the stream without finishing")
 
 
-async def with_keepalive(events: AsyncIterator[Generated], interval: float
-                         ) -> AsyncGenerator[Generated | KeepAlive, None]:
+async def with_keepalive(events: AsyncIterator[T], interval: float
+                         ) -> AsyncGenerator[T | KeepAlive, None]:
     """Pass events through, adding a KeepAlive after each `interval` seconds of silence."""
     iterator = aiter(events)
-    pending: asyncio.Future[Generated] | None = None
+    pending: asyncio.Future[T] | None = None
     try:
         while True:
             if pending is None:

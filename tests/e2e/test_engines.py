@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -20,7 +21,7 @@ import openai
 import pytest
 
 from mlxjan.settings import DEFAULT_MODEL
-from tests.e2e.conftest import TINY_MLX_MODEL
+from tests.e2e.conftest import TINY_MLX_MODEL, llama_tokenize
 
 pytestmark = pytest.mark.e2e
 GREEDY = {"temperature": 0.0}
@@ -320,3 +321,22 @@ def test_a_stream_leaving_mid_batch_leaves_the_others_alone(target: Target) -> N
     while httpx.get(f"{target.url}/v1/status").json()["requests"]["active"]:
         assert time.monotonic() < deadline, "the abandoned request still holds a slot"
         time.sleep(0.1)
+
+
+def test_raw_and_fill_in_the_middle_completions(target: Target,
+                                                default_model_path: Path) -> None:
+    """Both engines build a completion's prompt as llama.cpp tokenizes its text: raw text
+    with no template, and the hole in the model's own FIM control tokens."""
+    prompt = "def add(a, b):\n    "
+    raw = target.client.completions.create(model=target.model, prompt=prompt, max_tokens=3,
+                                           **GREEDY)
+    assert raw.usage is not None and raw.usage.completion_tokens > 0
+    assert raw.usage.prompt_tokens == len(llama_tokenize(
+        default_model_path, prompt, add_bos=False, special=True))
+    fim = target.client.completions.create(model=target.model, prompt=prompt,
+                                           suffix="\nprint(add(1, 2))\n", max_tokens=3,
+                                           **GREEDY)
+    expected = f"<|fim_prefix|>{prompt}<|fim_suffix|>\nprint(add(1, 2))\n<|fim_middle|>"
+    assert fim.usage is not None
+    assert fim.usage.prompt_tokens == len(llama_tokenize(
+        default_model_path, expected, add_bos=False, special=True))

@@ -48,8 +48,8 @@ class Runtime:
     ctx: LlamaContext
     slots: int
 
-    def tokenize(self, text: str, add_bos: bool) -> list[int]:
-        tokens: list[int] = self.model.tokenize(text.encode("utf-8"), add_bos, True)
+    def tokenize(self, text: str, add_bos: bool, special: bool = True) -> list[int]:
+        tokens: list[int] = self.model.tokenize(text.encode("utf-8"), add_bos, special)
         return tokens
 
     def piece(self, token: int, special: bool = False) -> bytes:
@@ -59,6 +59,34 @@ class Runtime:
     def close(self) -> None:
         self.ctx.close()
         self.model.close()
+
+
+@dataclass(frozen=True)
+class LlamaVocabulary:
+    """A loaded model's tokenizer, as raw and fill-in-the-middle prompts use it
+    (engine/raw_prompt.Vocabulary)."""
+
+    runtime: Runtime
+    add_bos: bool
+
+    @property
+    def size(self) -> int:
+        size: int = self.runtime.model.n_vocab()
+        return size
+
+    @property
+    def bos(self) -> int | None:
+        token: int = self.runtime.model.token_bos()
+        return token if self.add_bos and token >= 0 else None
+
+    def encode(self, text: str, *, special: bool) -> list[int]:
+        return self.runtime.tokenize(text, False, special) if text else []
+
+    def marker(self, text: str) -> int | None:
+        # A control token is one token when control tokens are read, several when not.
+        tokens = self.encode(text, special=True)
+        return tokens[0] if len(tokens) == 1 and self.encode(text, special=False) != tokens \
+            else None
 
 
 def flash_attention_default(cpu: CpuInfo) -> bool:
@@ -111,13 +139,31 @@ def load_model(weights: Path, plan: KernelPlan, *, vocab_only: bool = False) -> 
         raise EngineError(f"failed to load {weights.name}: {exc}") from exc
 
 
+def embedding_params(context_length: int, threads: int | None, seqs: int) -> dict[str, Any]:
+    """An embedding context: one llama_decode evaluates several whole inputs, `seqs` at most
+    and `context_length` tokens in all. An encoder (BERT) attends over each input at once, so
+    llama.cpp needs every input whole inside one ubatch: n_ubatch is the whole batch. KV
+    cells are shared (kv_unified) and cleared after each batch. Pooling is the model's own.
+    Flash attention off: its f16 accumulation moved nomic-embed's unit vectors by 1.2e-4
+    from llama.cpp's default (off) output; off, they are the same to 1e-8."""
+    threads = threads or cpu_info().physical_cores
+    return {"n_ctx": context_length, "n_seq_max": seqs, "kv_unified": True,
+            "n_batch": context_length, "n_ubatch": context_length, "embeddings": True,
+            "flash_attn": False, "n_threads": threads, "n_threads_batch": threads}
+
+
 def load(weights: Path, context_length: int, threads: int | None, slots: int,
-         plan: KernelPlan, flash_attention: bool | None = None) -> Runtime:
+         plan: KernelPlan, flash_attention: bool | None = None, *,
+         embeddings: bool = False) -> Runtime:
+    """`embeddings`: a context that pools each input into a vector (embedding_params), with
+    `slots` inputs at most per batch."""
     import llama_cpp
     from llama_cpp._internals import LlamaContext
 
     params = llama_cpp.llama_context_default_params()
-    for key, value in context_params(context_length, threads, slots, flash_attention).items():
+    chosen = (embedding_params(context_length, threads, slots) if embeddings
+              else context_params(context_length, threads, slots, flash_attention))
+    for key, value in chosen.items():
         if key == "flash_attn":
             params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if value
                                       else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)

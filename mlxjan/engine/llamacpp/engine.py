@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlxjan.chat.fim import FimFormat
 from mlxjan.chat.reasoning import detect_reasoning
 from mlxjan.chat.template import ChatTemplate
 from mlxjan.chat.tool_calls import (
@@ -33,6 +34,7 @@ from mlxjan.engine.llamacpp.batch import Answer, Batch
 from mlxjan.engine.llamacpp.decode import (
     KV_CODEC,
     KvState,
+    LlamaVocabulary,
     Restart,
     Runtime,
     context_params,
@@ -41,6 +43,7 @@ from mlxjan.engine.llamacpp.decode import (
 from mlxjan.engine.llamacpp.grammar import gbnf_for
 from mlxjan.engine.llamacpp.kernels import KernelCheck, Verdict
 from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.raw_prompt import RawPrompts
 from mlxjan.engine.reasoning import plan as plan_reasoning
 from mlxjan.engine.thread import EngineThread, Sink, prepared
 from mlxjan.types import Constraint, Event, ForcedToolCall, GenerationRequest
@@ -84,6 +87,8 @@ class LlamaCppEngine:
         self._template = ChatTemplate(chat_template)
         self._reasoning_format = detect_reasoning(chat_template)
         self._add_bos = False
+        self._raw: RawPrompts | None = None
+        self._fim: FimFormat | None = None
 
     # --- lifecycle (every llama.cpp call happens on the engine thread) --------------------
 
@@ -111,6 +116,8 @@ class LlamaCppEngine:
             bos_token=_token_text(runtime, model.token_bos()),
             eos_token=_token_text(runtime, model.token_eos()),
         )
+        self._raw = RawPrompts(LlamaVocabulary(runtime, self._add_bos), self.model_id)
+        self._fim = self._raw.fim_format()
         self._runtime = runtime
         self._batch = Batch(runtime, self._cache, self._decoder, self._thread.outbox.flush)
         return self._batch
@@ -122,7 +129,7 @@ class LlamaCppEngine:
                 self._cache.flush()
                 self._batch.close()
                 self._runtime.close()
-            self._batch = self._runtime = None
+            self._batch = self._runtime = self._raw = None
 
         await self._thread.call(drop)
 
@@ -167,7 +174,10 @@ class LlamaCppEngine:
     def _prompt(self, request: GenerationRequest) -> tuple[list[int], Reasoning | None]:
         """The prompt's tokens, and how the answer's reasoning is split (engine/reasoning.py)."""
         self._ensure_loaded()
-        assert self._runtime is not None
+        assert self._runtime is not None and self._raw is not None
+        if request.prompt is not None:
+            return self._raw.tokens(request.prompt, self._fim, self.context_length,
+                                    request.sampling.max_tokens), None
         text, reasoning = plan_reasoning(self._reasoning_format, request,
                                          self._template.render_request(request))
         add_bos = self._add_bos and not (

@@ -37,7 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from mlxjan.engine.cpu import CpuInfo, cpu_info
-from mlxjan.engine.selfcheck import Remembered, Rows, compare, plausibility
+from mlxjan.engine.selfcheck import (
+    Remembered,
+    Rows,
+    compare,
+    compare_embeddings,
+    plausibility,
+)
 from mlxjan.errors import ModelSelfCheckError
 
 log = logging.getLogger(__name__)
@@ -96,8 +102,9 @@ def preferred_plan(cpu: CpuInfo, build: frozenset[str]) -> tuple[KernelPlan, str
     return REPACKED, "repacked weights"
 
 
-def check(weights: Path, probe: Probe, cpu: CpuInfo) -> Verdict:
-    """Run the probes and judge them (uncached)."""
+def check(weights: Path, probe: Probe, cpu: CpuInfo, *, embedding: bool = False) -> Verdict:
+    """Run the probes and judge them (uncached). `embedding`: the rows are unit vectors of
+    the probe texts (an embedding model has no next-token distribution to judge)."""
     reference = probe(weights, PLAIN)
     if reference.failure is not None or reference.rows is None \
             or not np.isfinite(reference.rows).all():
@@ -107,7 +114,7 @@ def check(weights: Path, probe: Probe, cpu: CpuInfo) -> Verdict:
             "llama-cpp-python may have been built for another processor: reinstall it here "
             "with `pip install --force-reinstall --no-cache-dir "
             f"llama-cpp-python=={version('llama-cpp-python')}`."))
-    plausible = plausibility(reference.rows, reference.tokens)
+    plausible = 1.0 if embedding else plausibility(reference.rows, reference.tokens)
     if plausible < MIN_PLAUSIBLE:
         log.warning("%s: the plain kernels predict the self-check text poorly (%.0f%%); "
                     "the model may be unusual or its weights damaged", weights.name,
@@ -119,7 +126,7 @@ def check(weights: Path, probe: Probe, cpu: CpuInfo) -> Verdict:
     if candidate.failure is not None or candidate.rows is None:
         cause: str | None = candidate.failure or "no logits"
     else:
-        cause = compare(reference.rows, candidate.rows)
+        cause = (compare_embeddings if embedding else compare)(reference.rows, candidate.rows)
     if cause is not None:
         log.warning("%s: %s failed the self-check (%s); serving with the plain kernels",
                     weights.name, plan.describe(), cause)
@@ -130,20 +137,23 @@ def check(weights: Path, probe: Probe, cpu: CpuInfo) -> Verdict:
 class KernelCheck:
     """Verdicts per CPU, llama.cpp build and model, remembered in `cache_dir` (or not)."""
 
-    def __init__(self, cache_dir: Path | None, probe: Probe | None = None) -> None:
+    def __init__(self, cache_dir: Path | None, probe: Probe | None = None, *,
+                 embedding: bool = False) -> None:
         self._remembered = Remembered(cache_dir)
-        self._probe = probe or probe_in_child
+        self._embedding = embedding
+        self._probe = probe or (embedding_probe_in_child if embedding else probe_in_child)
 
     def verdict(self, weights: Path, model_key: str) -> Verdict:
         cpu = cpu_info()
-        key = ["llamacpp", cpu.fingerprint(), build_fingerprint(), model_key]
+        key = ["llamacpp", cpu.fingerprint(), build_fingerprint(), model_key,
+               *(["embedding"] if self._embedding else [])]
         data = self._remembered.get(key)
         if data is not None:
             try:
                 return Verdict(KernelPlan(**data["plan"]), data["detail"], data.get("refused"))
             except (KeyError, TypeError):
                 pass  # from another version: check again
-        verdict = check(weights, self._probe, cpu)
+        verdict = check(weights, self._probe, cpu, embedding=self._embedding)
         self._remembered.put(key, asdict(verdict))
         return verdict
 
@@ -161,12 +171,14 @@ def build_fingerprint() -> str:
                           ).hexdigest()[:16]
 
 
-def probe_in_child(weights: Path, plan: KernelPlan) -> ProbeResult:
-    """Evaluate the probe text under `plan` in a child process (probe.py)."""
+def probe_in_child(weights: Path, plan: KernelPlan, embedding: bool = False) -> ProbeResult:
+    """Evaluate the probe text under `plan` in a child process (probe.py); `embedding`:
+    embed the embedding probes instead."""
     with tempfile.TemporaryDirectory(prefix="mlxjan-probe-") as tmp:
         out = Path(tmp) / "rows.npy"
         cmd = [sys.executable, "-m", "mlxjan.engine.llamacpp.probe", str(weights),
-               "--repack", str(int(plan.repack)), "--out", str(out)]
+               "--repack", str(int(plan.repack)), "--out", str(out),
+               *(["--embedding"] if embedding else [])]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True,
                                   timeout=PROBE_TIMEOUT_S, check=False)
@@ -176,6 +188,10 @@ def probe_in_child(weights: Path, plan: KernelPlan) -> ProbeResult:
             return ProbeResult(None, (), frozenset(), _exit_cause(done))
         facts = json.loads(done.stdout.strip().splitlines()[-1])
         return ProbeResult(np.load(out), tuple(facts["tokens"]), frozenset(facts["build"]))
+
+
+def embedding_probe_in_child(weights: Path, plan: KernelPlan) -> ProbeResult:
+    return probe_in_child(weights, plan, embedding=True)
 
 
 def _exit_cause(done: subprocess.CompletedProcess[str]) -> str:

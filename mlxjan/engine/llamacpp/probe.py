@@ -1,9 +1,10 @@
 """The self-check's child process: evaluate the probe text under one kernel plan.
 
-    python -m mlxjan.engine.llamacpp.probe MODEL.gguf --repack 0|1 --out ROWS.npy
+    python -m mlxjan.engine.llamacpp.probe MODEL.gguf --repack 0|1 --out ROWS.npy [--embedding]
 
-Writes one log-softmax row per text position to ROWS.npy, and prints one JSON line with the
-text's tokens and the build's CPU features. A kernel path that crashes takes only this
+Writes one log-softmax row per text position to ROWS.npy (with --embedding: one unit vector
+per embedding probe text), and prints one JSON line with the text's tokens (none for
+embeddings) and the build's CPU features. A kernel path that crashes takes only this
 process down; kernels.py reads the signal from its exit status.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from mlxjan.engine.llamacpp.decode import Runtime, evaluate, load, logits_at
 from mlxjan.engine.llamacpp.kernels import KernelPlan
-from mlxjan.engine.selfcheck import PROBE_TEXT, STEPS, Rows, log_softmax
+from mlxjan.engine.selfcheck import EMBEDDING_PROBES, PROBE_TEXT, STEPS, Rows, log_softmax
 
 CONTEXT = 256
 
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", type=Path)
     parser.add_argument("--repack", type=int, choices=(0, 1), required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--embedding", action="store_true")
     args = parser.parse_args(argv)
+    if args.embedding:
+        return embedding_main(args.weights, KernelPlan(repack=bool(args.repack)), args.out)
     import llama_cpp
 
     runtime = load(args.weights, CONTEXT, None, 1, KernelPlan(repack=bool(args.repack)))
@@ -59,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     np.save(args.out, probe_rows(runtime, tokens))
     runtime.close()
     print(json.dumps({"tokens": tokens, "build": build_features()}))
+    return 0
+
+
+def embedding_main(weights: Path, plan: KernelPlan, out: Path) -> int:
+    from mlxjan.engine.llamacpp.embed import EmbeddingRuntime
+
+    runtime = EmbeddingRuntime.open(weights, CONTEXT, None, plan)
+    vectors = runtime.embed([runtime.tokenize(text) for text in EMBEDDING_PROBES])
+    np.save(out, np.stack([v / np.linalg.norm(v) for v in vectors]).astype(np.float32))
+    runtime.close()
+    print(json.dumps({"tokens": [], "build": build_features()}))
     return 0
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlxjan.chat.fim import FimFormat
 from mlxjan.chat.mlx_parsers import load_parser
 from mlxjan.chat.reasoning import ReasoningFormat, detect_reasoning
 from mlxjan.chat.template import ChatTemplate
@@ -36,8 +37,9 @@ from mlxjan.engine.mlx.decode import MlxRestart, Runner
 from mlxjan.engine.mlx.guidance import Guide
 from mlxjan.engine.mlx.lark import lark_for
 from mlxjan.engine.mlx.state import MLX_CODEC, CacheLayers
-from mlxjan.engine.mlx.vocab import Vocab, token_pieces
+from mlxjan.engine.mlx.vocab import HfVocabulary, Vocab, token_pieces
 from mlxjan.engine.prompt_cache import PromptCache
+from mlxjan.engine.raw_prompt import RawPrompts
 from mlxjan.engine.reasoning import plan as plan_reasoning
 from mlxjan.engine.selfcheck import Remembered
 from mlxjan.engine.thread import EngineThread, Sink, prepared
@@ -57,6 +59,9 @@ class _Loaded:
     reasoning_format: ReasoningFormat | None
     vocab: Vocab
     batch: Batch
+    raw: RawPrompts  # completions' prompts (raw text, fill-in-the-middle)
+    fim: FimFormat | None
+    context_length: int
     guide: Guide | None = None  # built on the first constrained request
 
     def guidance(self) -> Guide:
@@ -117,7 +122,9 @@ class MlxEngine:
         reasoning = detect_reasoning(source, vocab=hf.get_vocab())
         special = reasoning is not None and reasoning.special_tokens
         vocab = Vocab(token_pieces(hf, special), frozenset(tokenizer.eos_token_ids))
+        raw = RawPrompts(HfVocabulary(hf), self.model_id)
         self._loaded = _Loaded(
+            raw=raw, fim=raw.fim_format(), context_length=self.context_length,
             runner=runner, tokenizer=tokenizer, vocab=vocab,
             template_source=source, tool_format=_tool_format(source, hf),
             reasoning_format=reasoning,
@@ -252,6 +259,9 @@ def _state_params() -> dict[str, str | int | float | bool]:
 
 def _prompt(loaded: _Loaded, request: GenerationRequest) -> tuple[list[int], Reasoning | None]:
     """The prompt's tokens, and how the answer's reasoning is split (engine/reasoning.py)."""
+    if request.prompt is not None:
+        return loaded.raw.tokens(request.prompt, loaded.fim, loaded.context_length,
+                                 request.sampling.max_tokens), None
     text, reasoning = plan_reasoning(loaded.reasoning_format, request,
                                      loaded.template.render_request(request))
     bos = loaded.template.bos_token

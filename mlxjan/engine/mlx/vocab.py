@@ -78,3 +78,31 @@ class Vocab:
 
     def piece(self, token: int) -> bytes:
         return self.pieces[token] if 0 <= token < len(self.pieces) else b""
+
+
+@dataclass(frozen=True)
+class HfVocabulary:
+    """A Hugging Face tokenizer, as raw and fill-in-the-middle prompts use it
+    (engine/raw_prompt.Vocabulary)."""
+
+    hf: Any
+
+    @property
+    def size(self) -> int:
+        return len(self.hf)
+
+    @property
+    def bos(self) -> int | None:
+        # The tokenizer's own rule: what it puts before an empty text is its BOS, if any.
+        start: list[int] = self.hf.encode("", add_special_tokens=True)
+        bos = self.hf.bos_token_id
+        return bos if bos is not None and start[:1] == [bos] else None
+
+    def encode(self, text: str, *, special: bool) -> list[int]:
+        tokens: list[int] = self.hf.encode(text, add_special_tokens=False,
+                                           split_special_tokens=not special)
+        return tokens
+
+    def marker(self, text: str) -> int | None:
+        token: int | None = self.hf.get_added_vocab().get(text)
+        return token

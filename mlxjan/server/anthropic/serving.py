@@ -68,8 +68,10 @@ class MessagesServing:
         return s.CountTokensOut(input_tokens=count)
 
     def models(self, loaded_only: bool = False) -> s.ModelListOut:
+        """Chat models only: the Messages API cannot use an embedding model."""
         data = [s.ModelOut(id=m.id, display_name=m.id, created_at=_rfc3339(m.created))
-                for m in self._manager.list_models() if m.loaded or not loaded_only]
+                for m in self._manager.list_models()
+                if m.kind == "chat" and (m.loaded or not loaded_only)]
         return s.ModelListOut(data=data, first_id=data[0].id if data else None,
                               last_id=data[-1].id if data else None)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol, TypeVar
 
 from mlxjan.chat.constraints import apply_tool_choice, check_reasoning_room
 from mlxjan.chat.tool_stream import assemble_calls
@@ -99,15 +99,39 @@ def _response_format(fmt: s.ResponseFormat | None) -> JsonOutput | None:
 
 
 def _sampling(req: s.ChatCompletionRequest, defaults: SamplingParams) -> SamplingParams:
-    stops = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    if len(stops) > MAX_STOP_STRINGS or any(len(x) > 512 for x in stops):
-        raise InvalidRequestError(
-            f"stop: at most {MAX_STOP_STRINGS} strings of at most 512 characters.", param="stop")
     if req.top_logprobs and not req.logprobs:
         raise InvalidRequestError("top_logprobs requires logprobs to be true.",
                                   param="top_logprobs")
+    return replace(sampling_params(req, defaults, stop_strings(req.stop)),
+                   max_tokens=req.max_completion_tokens or req.max_tokens,
+                   logprobs=req.logprobs, top_logprobs=req.top_logprobs or 0)
+
+
+class SamplingFields(Protocol):
+    """The sampling fields OpenAI's chat and legacy completions and /infill share."""
+
+    @property
+    def temperature(self) -> float | None: ...
+    @property
+    def top_p(self) -> float | None: ...
+    @property
+    def top_k(self) -> int | None: ...
+    @property
+    def min_p(self) -> float | None: ...
+    @property
+    def seed(self) -> int | None: ...
+    @property
+    def presence_penalty(self) -> float | None: ...
+    @property
+    def frequency_penalty(self) -> float | None: ...
+    @property
+    def repetition_penalty(self) -> float | None: ...
+
+
+def sampling_params(req: SamplingFields, defaults: SamplingParams,
+                    stop: tuple[str, ...]) -> SamplingParams:
+    """The request's sampling, each field it leaves out from the server's defaults."""
     return SamplingParams(
-        max_tokens=req.max_completion_tokens or req.max_tokens,
         temperature=_pick(req.temperature, defaults.temperature),
         top_p=_pick(req.top_p, defaults.top_p),
         top_k=_pick(req.top_k, defaults.top_k),
@@ -116,10 +140,16 @@ def _sampling(req: s.ChatCompletionRequest, defaults: SamplingParams) -> Samplin
         presence_penalty=_pick(req.presence_penalty, defaults.presence_penalty),
         frequency_penalty=_pick(req.frequency_penalty, defaults.frequency_penalty),
         repetition_penalty=_pick(req.repetition_penalty, defaults.repetition_penalty),
-        stop=tuple(x for x in stops if x),
-        logprobs=req.logprobs,
-        top_logprobs=req.top_logprobs or 0,
+        stop=stop,
     )
+
+
+def stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if len(stops) > MAX_STOP_STRINGS or any(len(x) > 512 for x in stops):
+        raise InvalidRequestError(
+            f"stop: at most {MAX_STOP_STRINGS} strings of at most 512 characters.", param="stop")
+    return tuple(x for x in stops if x)
 
 
 def _pick(value: N | None, default: N) -> N:

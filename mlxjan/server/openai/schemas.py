@@ -13,7 +13,7 @@ from pydantic import (
 )
 
 from mlxjan.server.keep_alive import KeepAliveField
-from mlxjan.types import ReasoningEffort, TemplateValue
+from mlxjan.types import ModelKind, ReasoningEffort, TemplateValue
 
 _LENIENT = ConfigDict(extra="ignore")
 
@@ -287,8 +287,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    # Beyond OpenAI's shape: whether it is loaded now, its memory (measured while loaded,
-    # else estimated), and when it unloads if it stays idle (Unix time; null: not timed).
+    # Beyond OpenAI's shape: what it serves (chat, or embeddings only), whether it is
+    # loaded now, its memory (measured while loaded, else estimated), and when it unloads if
+    # it stays idle (Unix time; null: not timed).
+    kind: ModelKind = "chat"
     loaded: bool = False
     memory_bytes: int | None = None
     expires_at: int | None = None

@@ -58,7 +58,8 @@ class ChatServing:
 
 
 def _card(m: ModelInfo) -> s.ModelCard:
-    return s.ModelCard(id=m.id, created=m.created, owned_by=m.owned_by, loaded=m.loaded,
+    return s.ModelCard(id=m.id, created=m.created, owned_by=m.owned_by, kind=m.kind,
+                       loaded=m.loaded,
                        memory_bytes=m.memory_bytes,
                        expires_at=int(m.expires_at) if m.expires_at is not None else None)
 

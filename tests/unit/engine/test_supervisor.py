@@ -22,11 +22,21 @@ from mlxjan.engine.supervisor import WorkerEngine, exit_cause
 from mlxjan.errors import (
     ContextLengthExceededError,
     EngineError,
+    InvalidRequestError,
     ModelFailedError,
     WorkerCrashedError,
+    WrongModelKindError,
 )
 from mlxjan.testing.fake_engine import FakeEngine, fake_worker_spec
-from mlxjan.types import ChatMessage, Event, Finished, GenerationRequest, SamplingParams, TextDelta
+from mlxjan.types import (
+    ChatMessage,
+    EmbeddingRequest,
+    Event,
+    Finished,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+)
 
 T = TypeVar("T")
 MODEL = "fake-model"
@@ -279,3 +289,31 @@ def test_the_workers_log_lines_arrive_in_the_servers_logging(
 
     with caplog.at_level(logging.INFO):
         _run(WorkerEngine(replace(_spec(), log_level="INFO")), test)
+
+
+def test_embeddings_cross_to_a_worker_and_back_typed() -> None:
+    engine = WorkerEngine(fake_worker_spec("embedder", kind="embedding", context_length=5))
+    assert engine.kind == "embedding"
+
+    async def test(engine: WorkerEngine) -> None:
+        result = await engine.embed(EmbeddingRequest("embedder", ("a b", (1, 2)), 8))
+        assert [len(v) for v in result.vectors] == [8, 8]
+        assert result.prompt_tokens == 4 + 4
+        with pytest.raises(ContextLengthExceededError) as exc:
+            await engine.embed(EmbeddingRequest("embedder", ("a b c d",)))
+        assert exc.value.param == "input"
+        with pytest.raises(InvalidRequestError):
+            await engine.embed(EmbeddingRequest("embedder", ("a",), 17))
+        with pytest.raises(WrongModelKindError):
+            await engine.count_tokens(_ask("hi"))
+        assert not engine._calls  # every answer settled
+
+    _run(engine, test)
+
+
+def test_a_chat_worker_refuses_to_embed() -> None:
+    async def test(engine: WorkerEngine) -> None:
+        with pytest.raises(WrongModelKindError):
+            await engine.embed(EmbeddingRequest(MODEL, ("a",)))
+
+    _run(WorkerEngine(_spec()), test)

@@ -60,11 +60,12 @@ export class ChatView {
     this.refreshModels();
   }
 
-  // Installed models, loaded or not; the choice stays put across refreshes.
+  // Installed chat models, loaded or not (embedding models cannot chat); the choice stays
+  // put across refreshes.
   async refreshModels() {
     let models;
     try {
-      models = (await this.api.json("/models")).data || [];
+      models = ((await this.api.json("/models")).data || []).filter((m) => m.kind !== "embedding");
     } catch {
       return; // a 401 opens the key dialog; other failures show on the next send
     }

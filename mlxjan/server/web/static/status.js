@@ -81,7 +81,7 @@ export class StatusView {
       },
     }, model.loaded ? "Unload" : "Load");
     return el("tr", {},
-      el("th", { scope: "row" }, model.id),
+      el("th", { scope: "row" }, model.kind === "embedding" ? `${model.id} (embeddings)` : model.id),
       el("td", {}, el("span", { class: "state" }, model.loaded ? "loaded" : "not loaded"), " ", button),
       el("td", {}, format.bytes(model.memory_bytes)),
       el("td", { class: "wide-only" }, model.loaded ? format.until(model.expires_at) : "–"));

@@ -1,0 +1,1 @@
+"""OpenAI's `POST /v1/embeddings`: schemas, serving, routes."""
