@@ -159,9 +159,10 @@ def cmd_list(settings: Settings, available: bool) -> int:
         print("no models installed; try `mlxjan pull qwen2.5-coder-0.5b-instruct` "
               "or see `mlxjan list --available`")
         return 0
-    print(f"{'ID':40} {'FORMAT':6} {'SIZE':>10} {'CONTEXT':>8}")
+    print(f"{'ID':40} {'KIND':9} {'FORMAT':6} {'SIZE':>10} {'CONTEXT':>8}")
     for m in models:
-        print(f"{m.id:40} {m.format:6} {m.size / 1e6:>8.1f}MB {m.context_length or '-':>8}")
+        print(f"{m.id:40} {m.kind:9} {m.format:6} {m.size / 1e6:>8.1f}MB "
+              f"{m.context_length or '-':>8}")
     return 0
 
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGUFWriter
+from gguf import GGUFWriter, PoolingType
 
 from mlxjan.cli import _parser, _settings, main
 
 
-def _tiny_gguf(path: Path) -> Path:
+def _tiny_gguf(path: Path, *, embedding: bool = False) -> Path:
     writer = GGUFWriter(str(path), "llama")
     writer.add_context_length(1024)
+    if embedding:
+        writer.add_pooling_type(PoolingType.MEAN)
     writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -36,6 +38,17 @@ def test_pull_list_rm_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["list", *data]) == 0
     out = capsys.readouterr().out
     assert "other" in out and "tiny-model" not in out
+
+
+def test_list_says_each_models_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["pull", str(_tiny_gguf(tmp_path / "chat.gguf")), "--quiet", *data]) == 0
+    embedder = _tiny_gguf(tmp_path / "embed.gguf", embedding=True)
+    assert main(["pull", str(embedder), "--quiet", *data]) == 0
+    capsys.readouterr()
+    assert main(["list", *data]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert rows == {"ID": "KIND", "chat": "chat", "embed": "embedding"}
 
 
 @pytest.mark.parametrize("bad_id", ["../escape", "a/b", ".."])
