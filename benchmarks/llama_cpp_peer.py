@@ -11,6 +11,8 @@ import runpy
 import sys
 from typing import Any
 
+from mlxjan.engine.llamacpp.kernels import KernelPlan
+
 
 def main() -> None:
     import llama_cpp.llama_cpp as bindings
@@ -19,11 +21,10 @@ def main() -> None:
     repack = sys.argv[flag + 1] == "1"
     del sys.argv[flag:flag + 2]
     defaults = bindings.llama_model_default_params
+    plan = KernelPlan(repack)
 
     def planned() -> Any:
-        params = defaults()
-        params.use_extra_bufts = repack
-        return params
+        return plan.apply(defaults())
 
     bindings.llama_model_default_params = planned  # what `Llama` builds its params from
     runpy.run_module("llama_cpp.server", run_name="__main__")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -90,6 +91,28 @@ def llama_runtime(gguf: Path, context_length: int = 256) -> Iterator[Runtime]:
         yield runtime
     finally:
         runtime.close()
+
+
+@contextmanager
+def planned_llama(gguf: Path, *, embedding: bool = False, **options: Any) -> Iterator[Any]:
+    """llama-cpp-python's own `Llama` on a GGUF, as a reference to compare with, loaded under
+    the kernel plan the self-check chose for it on this CPU (its default repacking crashes
+    or computes garbage on some Xeons), as benchmarks/llama_cpp_peer.py loads its peer."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as bindings
+
+    checks = KernelCheck(e2e_home() / "self-checks", embedding=embedding)
+    plan = checks.verdict(gguf, str(gguf)).require()
+    defaults = bindings.llama_model_default_params
+    bindings.llama_model_default_params = lambda: plan.apply(defaults())
+    try:
+        llama = llama_cpp.Llama(str(gguf), embedding=embedding, verbose=False, **options)
+    finally:
+        bindings.llama_model_default_params = defaults
+    try:
+        yield llama
+    finally:
+        llama.close()
 
 
 def llama_tokenize(gguf: Path, text: str, *, add_bos: bool, special: bool) -> list[int]:

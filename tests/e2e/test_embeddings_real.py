@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from mlxjan.settings import DEFAULT_MODEL
-from tests.e2e.conftest import llama_tokenize, pull, serve_process
+from tests.e2e.conftest import llama_tokenize, planned_llama, pull, serve_process
 
 pytestmark = pytest.mark.e2e
 MODEL = "nomic-embed-text-v1.5"
@@ -86,15 +86,10 @@ def test_the_vectors_are_llama_cpps_own(sdk: openai.OpenAI, nomic_path: Path,
                                         pinned_llama_cpp: str) -> None:
     """Batched in the server (several inputs a llama_decode) or not, the same numbers as
     llama-cpp-python's `Llama(embedding=True)` on the same GGUF, normalised."""
-    import llama_cpp
-
     texts = [*QUERIES[:2], *DOCUMENTS]
     ours = _vectors(sdk, texts)
-    llama = llama_cpp.Llama(str(nomic_path), embedding=True, n_ctx=2048, verbose=False)
-    try:
+    with planned_llama(nomic_path, embedding=True, n_ctx=2048) as llama:
         theirs = np.array(llama.embed(texts, normalize=True))
-    finally:
-        llama.close()
     assert np.abs(ours - theirs).max() < 1e-4
 
 

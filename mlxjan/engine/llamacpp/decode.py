@@ -130,8 +130,7 @@ def load_model(weights: Path, plan: KernelPlan, *, vocab_only: bool = False) -> 
 
     set_verbose(False)  # llama.cpp's own log: errors only (as `Llama(verbose=False)` sets)
     llama_cpp.llama_backend_init()
-    params = llama_cpp.llama_model_default_params()
-    params.use_extra_bufts = plan.repack
+    params = plan.apply(llama_cpp.llama_model_default_params())
     params.vocab_only = vocab_only
     try:
         return LlamaModel(path_model=str(weights), params=params, verbose=False)

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,11 @@ class KernelPlan:
 
     def describe(self) -> str:
         return "repacked weights" if self.repack else "plain kernels (no repacking)"
+
+    def apply(self, params: Any) -> Any:
+        """llama.cpp's model params (`llama_model_params`) set to load under this plan."""
+        params.use_extra_bufts = self.repack
+        return params
 
 
 PLAIN = KernelPlan(repack=False)
