@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mlxjan.engine.tokens import outside_vocabulary
 from mlxjan.errors import InputTooLongError, InvalidRequestError
 
 Vector = np.ndarray[Any, np.dtype[np.float32]]
@@ -35,7 +36,7 @@ def checked_tokens(tokens: Sequence[int], index: int, context_length: int,
     """One input's tokens, refused (never cut short) beyond the context."""
     if len(tokens) > context_length:
         raise InputTooLongError(index, len(tokens), context_length)
-    if any(not 0 <= t < vocabulary for t in tokens):
+    if outside_vocabulary(tokens, vocabulary) is not None:
         raise InvalidRequestError(f"input {index} has a token id outside this model's "
                                   f"vocabulary of {vocabulary}", param="input")
     return list(tokens)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from mlxjan.chat.fim import FimFormat, Piece, context_pieces, detect_fim, hole_pieces
+from mlxjan.engine.tokens import outside_vocabulary
 from mlxjan.errors import (
     ContextLengthExceededError,
     FillInMiddleUnsupportedError,
@@ -71,7 +72,7 @@ class RawPrompts:
             if not prompt.text:
                 raise InvalidRequestError("The prompt is empty.", param="prompt")
             return bos + self.vocab.encode(prompt.text, special=True)
-        bad = next((t for t in prompt.tokens if not 0 <= t < self.vocab.size), None)
+        bad = outside_vocabulary(prompt.tokens, self.vocab.size)
         if bad is not None:
             raise InvalidRequestError(
                 f"Token id {bad} is not in the model's vocabulary of {self.vocab.size} "
